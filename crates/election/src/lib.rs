@@ -1,0 +1,19 @@
+//! The election: who holds the master lease.
+//!
+//! [`machine`] is the protocol of DESIGN §2–3 as a pure state machine: it reads no clock and
+//! does no I/O. Time and storage results go in; storage operations and effects come out. That
+//! makes it testable with simulated time over thousands of seeds (see `tests/simulation.rs`).
+//! [`driver`] runs it against a real [`tenure_persistence::Store`] on tokio.
+
+pub mod clock;
+pub mod command;
+pub mod driver;
+pub mod machine;
+pub mod records;
+pub mod snapshot;
+pub mod types;
+
+pub use clock::Nanos;
+pub use command::{Command, CommandError};
+pub use snapshot::{LeaseView, NodeRow, Snapshot};
+pub use types::{Mode, NodeState};

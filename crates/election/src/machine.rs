@@ -1,0 +1,1 @@
+//! The sans-IO election state machine (work in progress).

@@ -1,0 +1,164 @@
+//! What the HTTP layer reads: a snapshot published by the driver through a watch channel.
+//! The MASTER answer is never stored as a flag: the snapshot carries the deadline V and
+//! [`Snapshot::state_at`] compares it with the clock at the moment of the answer.
+
+use crate::clock::Nanos;
+use crate::types::{Mode, NodeState};
+use std::time::SystemTime;
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct LeaseView {
+    pub holder: String,
+    pub instance_id: String,
+    pub epoch: u64,
+    pub released: bool,
+    pub holder_uri: String,
+    /// When the lease, unchanged, counts as expired on this node's clock.
+    pub stale_at: Nanos,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct NodeRow {
+    pub name: String,
+    pub instance_id: String,
+    pub uri: String,
+    /// The status the node wrote in its record.
+    pub status: NodeState,
+    pub mode: Mode,
+    pub priority: i64,
+    pub app_version: Option<String>,
+    /// Writer's wall clock (ms since the Unix epoch).
+    pub local_timestamp_ms: i64,
+    /// The store's clock for the record's last write.
+    pub remote_timestamp: Option<SystemTime>,
+    /// When this observer last saw the record change.
+    pub last_change: Nanos,
+    /// When the record, unchanged, makes the node stale (shown FAILED).
+    pub stale_at: Nanos,
+    pub epoch: Option<u64>,
+}
+
+impl NodeRow {
+    /// The status to report at `now`: a stale node is FAILED, TERMINATED stays TERMINATED.
+    pub fn status_at(&self, now: Nanos) -> NodeState {
+        if self.status == NodeState::Terminated {
+            NodeState::Terminated
+        } else if now >= self.stale_at {
+            NodeState::Failed
+        } else {
+            self.status
+        }
+    }
+}
+
+/// A record that could not be used, for `/ha/states` and logs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BadRecord {
+    pub key: String,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Transition {
+    pub at_ms: i64,
+    pub from: NodeState,
+    pub to: NodeState,
+    pub epoch: Option<u64>,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Snapshot {
+    pub plane_id: String,
+    pub own_name: String,
+    pub own_instance: String,
+    pub own_uri: String,
+    pub mode: Mode,
+    pub priority: i64,
+    pub app_version: Option<String>,
+    /// The state when not answering MASTER.
+    pub base_state: NodeState,
+    /// `Some(V)` while this node holds the lease: it answers MASTER only while now < V.
+    pub master_until: Option<Nanos>,
+    /// The epoch this node holds (meaningful while `master_until` is set).
+    pub own_epoch: Option<u64>,
+    /// The lease as last observed (or written) by this node.
+    pub lease: Option<LeaseView>,
+    pub nodes: Vec<NodeRow>,
+    pub bad_records: Vec<BadRecord>,
+    pub heartbeat_timeout_ms: u64,
+    pub poll_period_ms: u64,
+    pub storage_errors: u64,
+    pub transitions: Vec<Transition>,
+    /// Increases whenever anything above changes (lets readers cache encodings).
+    pub generation: u64,
+}
+
+impl Snapshot {
+    /// This node's state at `now`, deciding MASTER against the deadline.
+    pub fn state_at(&self, now: Nanos) -> NodeState {
+        match self.master_until {
+            Some(v) if now < v => NodeState::Master,
+            Some(_) => match self.base_state {
+                NodeState::Master => NodeState::Standby,
+                s => s,
+            },
+            None => self.base_state,
+        }
+    }
+
+    /// The master's name at `now`, as far as this node knows: itself while it answers MASTER,
+    /// otherwise the holder of an unreleased, unexpired lease; `None` after a release.
+    pub fn master_at(&self, now: Nanos) -> Option<(&str, u64)> {
+        if self.state_at(now) == NodeState::Master {
+            return Some((self.own_name.as_str(), self.own_epoch.unwrap_or(0)));
+        }
+        match &self.lease {
+            Some(l) if !l.released && now < l.stale_at && l.instance_id != self.own_instance => {
+                Some((l.holder.as_str(), l.epoch))
+            }
+            _ => None,
+        }
+    }
+
+    /// A snapshot of a node that is starting (before its first observation).
+    pub fn initializing(own_name: &str, own_instance: &str, own_uri: &str, mode: Mode) -> Self {
+        Snapshot {
+            plane_id: String::new(),
+            own_name: own_name.into(),
+            own_instance: own_instance.into(),
+            own_uri: own_uri.into(),
+            mode,
+            priority: 0,
+            app_version: None,
+            base_state: NodeState::Initializing,
+            master_until: None,
+            own_epoch: None,
+            lease: None,
+            nodes: Vec::new(),
+            bad_records: Vec::new(),
+            heartbeat_timeout_ms: 0,
+            poll_period_ms: 0,
+            storage_errors: 0,
+            transitions: Vec::new(),
+            generation: 0,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn master_answer_is_decided_by_the_deadline() {
+        let mut s = Snapshot::initializing("a", "i1", "http://127.0.0.1:1", Mode::Auto);
+        s.base_state = NodeState::Master;
+        s.master_until = Some(Nanos(1_000));
+        s.own_epoch = Some(3);
+        assert_eq!(s.state_at(Nanos(999)), NodeState::Master);
+        assert_eq!(s.state_at(Nanos(1_000)), NodeState::Standby);
+        assert_eq!(s.master_at(Nanos(999)), Some(("a", 3)));
+        assert_eq!(s.master_at(Nanos(1_000)), None);
+    }
+}
