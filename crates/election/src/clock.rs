@@ -12,10 +12,16 @@ impl Nanos {
     pub const MAX: Nanos = Nanos(u64::MAX);
 
     pub fn saturating_add(self, d: Duration) -> Nanos {
-        Nanos(self.0.saturating_add(d.as_nanos().min(u64::MAX as u128) as u64))
+        Nanos(
+            self.0
+                .saturating_add(d.as_nanos().min(u64::MAX as u128) as u64),
+        )
     }
     pub fn saturating_sub(self, d: Duration) -> Nanos {
-        Nanos(self.0.saturating_sub(d.as_nanos().min(u64::MAX as u128) as u64))
+        Nanos(
+            self.0
+                .saturating_sub(d.as_nanos().min(u64::MAX as u128) as u64),
+        )
     }
     /// `self - earlier`, zero if `earlier` is later.
     pub fn since(self, earlier: Nanos) -> Duration {

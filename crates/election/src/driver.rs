@@ -1,8 +1,23 @@
-//! The async driver: runs the machine against a Store (work in progress).
+//! The async driver: runs the [`Machine`] against a real store on tokio.
+//!
+//! It owns the only path to storage (an [`IoThread`]: one dedicated thread, one call in
+//! flight, a deadline on every call), turns the machine's timers into sleeps on
+//! CLOCK_BOOTTIME, runs hooks, forwards nudges and command replies, and publishes a
+//! [`Snapshot`] for the HTTP layer. It never holds the MASTER answer itself: the snapshot
+//! carries the deadline and the HTTP layer compares it with the clock per request.
 
+use crate::clock::{self, Nanos};
+use crate::command::{Command, CommandError};
+use crate::machine::{Event, Level, Machine, Now, Op, OpOutput, OpResult, Reply, Request};
+use crate::snapshot::Snapshot;
 use crate::types::NodeState;
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+use tenure_persistence::{IoThread, ReadResult, Store, StoreError};
+use tokio::sync::{mpsc, oneshot, watch};
 
 /// Talks to other nodes. Implemented by the HTTP crate.
 pub trait Peers: Send + Sync + 'static {
@@ -25,4 +40,266 @@ pub struct HookEvent {
 /// the hook has finished or was stopped at its time limit; `Err` is a failed or overrun hook.
 pub trait Hooks: Send + Sync + 'static {
     fn run(&self, event: HookEvent) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
+}
+
+/// No hooks configured.
+pub struct NoHooks;
+impl Hooks for NoHooks {
+    fn run(&self, _: HookEvent) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>> {
+        Box::pin(async { Ok(()) })
+    }
+}
+
+/// No peers to nudge (tests, single node).
+pub struct NoPeers;
+impl Peers for NoPeers {
+    fn nudge(&self, _: Vec<String>) {}
+}
+
+/// How the driver ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Exit {
+    pub code: i32,
+    pub message: String,
+}
+
+enum Pending {
+    State(oneshot::Sender<Result<NodeState, CommandError>>),
+    Priority(oneshot::Sender<Result<i64, CommandError>>),
+    Cleared(oneshot::Sender<Result<Vec<String>, CommandError>>),
+    Done(oneshot::Sender<Result<(), CommandError>>),
+    Nothing,
+}
+
+/// A wall-clock step (or a VM pause the guest's clocks did not see) beyond this demotes.
+const CLOCK_JUMP_LIMIT_NS: i128 = 1_000_000_000;
+/// The loop wakes at least this often to check the clocks even when nothing is due.
+const MAX_SLEEP: Duration = Duration::from_millis(250);
+
+pub struct Driver {
+    machine: Machine,
+    io: IoThread,
+    storage_timeout: Duration,
+    snapshot: watch::Sender<Arc<Snapshot>>,
+    commands: mpsc::Receiver<Command>,
+    peers: Arc<dyn Peers>,
+    hooks: Arc<dyn Hooks>,
+}
+
+impl Driver {
+    pub fn new(
+        machine: Machine,
+        store: Arc<dyn Store>,
+        snapshot: watch::Sender<Arc<Snapshot>>,
+        commands: mpsc::Receiver<Command>,
+        peers: Arc<dyn Peers>,
+        hooks: Arc<dyn Hooks>,
+    ) -> Driver {
+        let storage_timeout = machine.config().storage_timeout;
+        Driver {
+            machine,
+            io: IoThread::spawn(store),
+            storage_timeout,
+            snapshot,
+            commands,
+            peers,
+            hooks,
+        }
+    }
+
+    /// Run until the machine exits (shutdown, or a refusal at start-up).
+    pub async fn run(mut self) -> Exit {
+        let mut pending: HashMap<u64, Pending> = HashMap::new();
+        let mut next_ticket: u64 = 1;
+        let (hook_tx, mut hook_rx) = mpsc::unbounded_channel::<(u64, bool)>();
+        let mut op: Option<Pin<Box<dyn Future<Output = OpResult> + Send>>> = None;
+        let mut published = 0u64;
+        let mut wall_offset = clock::wall_minus_boot();
+        let mut commands_open = true;
+        loop {
+            let now = now();
+            let offset = clock::wall_minus_boot();
+            if (offset - wall_offset).abs() > CLOCK_JUMP_LIMIT_NS {
+                let jump_ms = ((offset - wall_offset) / 1_000_000) as i64;
+                tracing::warn!(jump_ms, "wall clock jumped against the boot clock");
+                self.machine.handle_clock_jump(now, jump_ms);
+            }
+            wall_offset = offset;
+            self.machine.handle_timeout(now);
+            if op.is_none()
+                && let Some(o) = self.machine.poll_op(now)
+            {
+                op = Some(Box::pin(perform(self.io.clone(), o, self.storage_timeout)));
+            }
+            while let Some(ev) = self.machine.poll_event() {
+                match ev {
+                    Event::Transition {
+                        from,
+                        to,
+                        epoch,
+                        master,
+                        reason,
+                        hook,
+                    } => {
+                        tracing::info!(from = %from, to = %to, epoch, "state change: {from} -> {to}: {reason}");
+                        let fut = self.hooks.run(crate::driver::HookEvent {
+                            node: self.machine.config().name.clone(),
+                            state: to,
+                            previous: from,
+                            epoch,
+                            master,
+                        });
+                        let tx = hook_tx.clone();
+                        tokio::spawn(async move {
+                            let ok = match fut.await {
+                                Ok(()) => true,
+                                Err(e) => {
+                                    tracing::warn!("hook for {from} -> {to} failed: {e}");
+                                    false
+                                }
+                            };
+                            let _ = tx.send((hook, ok));
+                        });
+                    }
+                    Event::Nudge(uris) => self.peers.nudge(uris),
+                    Event::Reply { ticket, result } => {
+                        if let Some(p) = pending.remove(&ticket) {
+                            deliver(p, result);
+                        }
+                    }
+                    Event::Log { level, message } => match level {
+                        Level::Info => tracing::info!("{message}"),
+                        Level::Warn => tracing::warn!("{message}"),
+                        Level::Error => tracing::error!("{message}"),
+                    },
+                    Event::Exit { code, message } => {
+                        let snap = self.machine.snapshot(now);
+                        let _ = self.snapshot.send(Arc::new(snap));
+                        for (_, p) in pending.drain() {
+                            deliver(p, Err(CommandError::ShuttingDown));
+                        }
+                        return Exit { code, message };
+                    }
+                }
+            }
+            if self.machine.generation() != published {
+                published = self.machine.generation();
+                let snap = self.machine.snapshot(now);
+                let _ = self.snapshot.send(Arc::new(snap));
+            }
+            let sleep_for = self
+                .machine
+                .poll_timeout()
+                .map_or(MAX_SLEEP, |t| t.since(clock::now()).min(MAX_SLEEP));
+            tokio::select! {
+                biased;
+                res = async { op.as_mut().expect("guarded").await }, if op.is_some() => {
+                    op = None;
+                    self.machine.handle_op_result(self::now(), res);
+                }
+                Some((hook, ok)) = hook_rx.recv() => self.machine.handle_hook_done(self::now(), hook, ok),
+                cmd = self.commands.recv(), if commands_open => match cmd {
+                    Some(cmd) => {
+                        let ticket = next_ticket;
+                        next_ticket += 1;
+                        let (req, p) = split(cmd);
+                        pending.insert(ticket, p);
+                        self.machine.handle_request(self::now(), ticket, req);
+                    }
+                    None => commands_open = false,
+                },
+                _ = tokio::time::sleep(sleep_for) => {}
+            }
+        }
+    }
+}
+
+fn now() -> Now {
+    Now {
+        mono: clock::now(),
+        wall_ms: clock::wall_millis(),
+    }
+}
+
+fn split(cmd: Command) -> (Request, Pending) {
+    match cmd {
+        Command::SetMode { mode, reply } => (Request::SetMode(mode), Pending::State(reply)),
+        Command::SetPriority { priority, reply } => {
+            (Request::SetPriority(priority), Pending::Priority(reply))
+        }
+        Command::ClearStates { reply } => (Request::ClearStates, Pending::Cleared(reply)),
+        Command::ClearNode { name, reply } => (Request::ClearNode(name), Pending::Done(reply)),
+        Command::Nudge => (Request::Nudge, Pending::Nothing),
+        Command::Shutdown => (Request::Shutdown, Pending::Nothing),
+    }
+}
+
+fn deliver(p: Pending, result: Result<Reply, CommandError>) {
+    let mismatch = || CommandError::Conflict("internal error: unexpected reply".into());
+    match p {
+        Pending::State(tx) => {
+            let _ = tx.send(result.and_then(|r| match r {
+                Reply::State(s) => Ok(s),
+                _ => Err(mismatch()),
+            }));
+        }
+        Pending::Priority(tx) => {
+            let _ = tx.send(result.and_then(|r| match r {
+                Reply::Priority(p) => Ok(p),
+                _ => Err(mismatch()),
+            }));
+        }
+        Pending::Cleared(tx) => {
+            let _ = tx.send(result.and_then(|r| match r {
+                Reply::Cleared(n) => Ok(n),
+                _ => Err(mismatch()),
+            }));
+        }
+        Pending::Done(tx) => {
+            let _ = tx.send(result.map(|_| ()));
+        }
+        Pending::Nothing => {}
+    }
+}
+
+/// Perform one storage operation on the I/O thread, with the storage deadline.
+pub async fn perform(io: IoThread, op: Op, timeout: Duration) -> OpResult {
+    io.call(timeout, move |store: &dyn Store| execute(store, op))
+        .await
+}
+
+/// Execute an operation synchronously (on the I/O thread, or in tests).
+pub fn execute(store: &dyn Store, op: Op) -> OpResult {
+    Ok(match op {
+        Op::Read(k) => OpOutput::Read(store.read(&k)?),
+        Op::Create(k, b) => OpOutput::Written(store.create(&k, &b)?),
+        Op::Replace(k, b, v) => OpOutput::Written(store.replace(&k, &b, &v)?),
+        Op::Put(k, b) => OpOutput::Written(store.put(&k, &b)?),
+        Op::List(p) => OpOutput::Listed(store.list(&p)?),
+        Op::Delete(k) => {
+            store.delete(&k)?;
+            OpOutput::Deleted
+        }
+        Op::ScanNodes => {
+            let keys = store.list(crate::records::NODES_PREFIX)?;
+            let mut out = Vec::with_capacity(keys.len());
+            for k in keys {
+                let r = match store.read(&k) {
+                    Ok(r) => r,
+                    // One unreadable file must not hide the others.
+                    Err(StoreError::InvalidKey(_)) => continue,
+                    Err(e) => return Err(e),
+                };
+                if !matches!(r, ReadResult::Absent) {
+                    out.push((k, r));
+                }
+            }
+            OpOutput::Scanned(out)
+        }
+    })
+}
+
+/// A deadline on CLOCK_BOOTTIME as a duration from now (zero if passed).
+pub fn until(deadline: Nanos) -> Duration {
+    deadline.since(clock::now())
 }

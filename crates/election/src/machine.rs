@@ -1,1 +1,2249 @@
-//! The sans-IO election state machine (work in progress).
+//! The election as a pure state machine (DESIGN §2–3). No I/O, no clock reads: the caller
+//! passes the time into every call, performs the storage operations the machine asks for (at
+//! most one at a time) and hands back their results.
+//!
+//! The driving loop is:
+//! ```text
+//! loop {
+//!     while let Some(op) = m.poll_op(now) { perform op; m.handle_op_result(now, result) }
+//!     while let Some(ev) = m.poll_event() { act on it (hooks, nudges, replies, exit) }
+//!     sleep until m.poll_timeout() or an input arrives; m.handle_timeout(now)
+//! }
+//! ```
+//!
+//! Work happens in rounds, one per poll period p: the lease step (a renewal for the master, a
+//! read for everyone else, possibly followed by a takeover), the heartbeat, and every few rounds
+//! a scan of all node records. A round starts at max(previous start + p, previous end).
+
+use crate::clock::Nanos;
+use crate::command::CommandError;
+use crate::config::{Config, humanize};
+use crate::records::{
+    self, CLUSTER_KEY, ClusterRecord, EPOCHS_PREFIX, EpochRecord, FORMAT, HeartbeatRecord,
+    LeaseRecord,
+};
+use crate::snapshot::{BadRecord, LeaseView, NodeRow, Snapshot, Transition};
+use crate::types::{Mode, NodeState};
+use std::collections::{BTreeMap, VecDeque};
+use std::time::{Duration, SystemTime};
+use tenure_persistence::{LEASE_KEY, ReadResult, StoreError, Version};
+
+/// The time as the machine is told it: the protocol clock and, for records only, the wall clock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Now {
+    pub mono: Nanos,
+    pub wall_ms: i64,
+}
+
+/// A storage operation the caller must perform.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Op {
+    Read(String),
+    Create(String, Vec<u8>),
+    Replace(String, Vec<u8>, Version),
+    Put(String, Vec<u8>),
+    List(String),
+    /// List `nodes/` and read every record, as one call.
+    ScanNodes,
+    Delete(String),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OpOutput {
+    Read(ReadResult),
+    Written(Version),
+    Listed(Vec<String>),
+    Scanned(Vec<(String, ReadResult)>),
+    Deleted,
+}
+
+pub type OpResult = Result<OpOutput, StoreError>;
+
+/// Requests from the operator (the driver keeps the reply channels, keyed by ticket).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Request {
+    SetMode(Mode),
+    SetPriority(i64),
+    ClearStates,
+    ClearNode(String),
+    Nudge,
+    Shutdown,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Reply {
+    State(NodeState),
+    Priority(i64),
+    Cleared(Vec<String>),
+    Done,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Level {
+    Info,
+    Warn,
+    Error,
+}
+
+/// Effects for the caller.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// The node changed state. Hooks run for it; the caller reports completion with
+    /// [`Machine::handle_hook_done`] and this `hook` ticket.
+    Transition {
+        from: NodeState,
+        to: NodeState,
+        epoch: Option<u64>,
+        master: Option<String>,
+        reason: String,
+        hook: u64,
+    },
+    /// Ask these nodes (base URIs) to read the store now.
+    Nudge(Vec<String>),
+    Reply {
+        ticket: u64,
+        result: Result<Reply, CommandError>,
+    },
+    Log {
+        level: Level,
+        message: String,
+    },
+    /// Stop the process with this code.
+    Exit {
+        code: i32,
+        message: String,
+    },
+}
+
+/// What the lease write is for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum WriteKind {
+    Renew,
+    Take { reason: String },
+    Retake,
+    Release,
+}
+
+#[derive(Clone, Debug)]
+enum Purpose {
+    ReadCluster,
+    CreateCluster(ClusterRecord),
+    ReadOwnRecord,
+    ReadLease,
+    ListEpochs,
+    CreateEpoch(u64),
+    WriteLease {
+        kind: WriteKind,
+        record: LeaseRecord,
+    },
+    Heartbeat,
+    Scan,
+    ClearList,
+    Delete(String),
+}
+
+#[derive(Clone, Debug)]
+enum Task {
+    LeaseStep,
+    Heartbeat,
+    Scan,
+    ListEpochs,
+    /// Continue a takeover with a freshly allocated epoch.
+    Take {
+        reason: String,
+    },
+    CreateEpoch {
+        epoch: u64,
+        reason: String,
+    },
+    WriteLease {
+        kind: WriteKind,
+        record: LeaseRecord,
+    },
+    ClearStates,
+    Delete(String),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum StartStep {
+    Cluster,
+    /// Watching a foreign instance's record under our name: (version, first seen).
+    Identity(Option<(Version, Nanos)>),
+    ModeCheck,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Phase {
+    Starting(StartStep),
+    Running,
+    /// A lone `--mode disabled` node, or a node disabled at runtime: no storage I/O.
+    Idle,
+    Exited,
+}
+
+/// The lease as this node last read it.
+#[derive(Clone, Debug)]
+struct LeaseObs {
+    /// `None`: absent.
+    version: Option<Version>,
+    lease: Option<LeaseRecord>,
+    /// When a read first returned this version (r in DESIGN §3.3).
+    first_returned: Nanos,
+}
+
+/// The lease record this node knows it wrote and believes current.
+#[derive(Clone, Debug)]
+struct OwnLease {
+    version: Version,
+    record: LeaseRecord,
+}
+
+#[derive(Clone, Debug)]
+struct Term {
+    epoch: u64,
+    /// V: this node answers MASTER only while now < V.
+    deadline: Nanos,
+}
+
+#[derive(Clone, Debug)]
+enum AfterRelease {
+    Idle(NodeState),
+    Shutdown,
+    Disable,
+}
+
+#[derive(Clone, Debug)]
+struct Releasing {
+    successor: Option<String>,
+    started: Nanos,
+    hook: Option<u64>,
+    then: AfterRelease,
+    ticket: Option<u64>,
+    written: bool,
+}
+
+#[derive(Clone, Debug)]
+struct Tracked {
+    version: Version,
+    record: HeartbeatRecord,
+    last_change: Nanos,
+    modified: Option<SystemTime>,
+}
+
+pub struct Machine {
+    cfg: Config,
+    mode: Mode,
+    priority: i64,
+    phase: Phase,
+    cluster: Option<ClusterRecord>,
+    /// Base state when not answering MASTER.
+    base: NodeState,
+    term: Option<Term>,
+    own: Option<OwnLease>,
+    obs: Option<LeaseObs>,
+    /// Highest epoch this node has seen in any lease, and the highest it saw unreleased.
+    max_epoch_seen: u64,
+    last_unreleased_seen: Option<u64>,
+    /// Whether `epochs/` holds anything (None: not listed yet).
+    epochs_nonempty: Option<bool>,
+    max_epoch_file: u64,
+    /// Don't take a released lease of this epoch at once (we released it ourselves).
+    yielded_epoch: Option<u64>,
+    /// A `--mode master` start: until this time, a change of a live lease means exit 1.
+    master_start_until: Option<Nanos>,
+    switchover_request: Option<u64>,
+    releasing: Option<Releasing>,
+    nodes: BTreeMap<String, Tracked>,
+    bad: BTreeMap<String, String>,
+    last_scan: Option<Nanos>,
+    scan_next_round: bool,
+    rounds_since_scan: u32,
+    tasks: VecDeque<Task>,
+    inflight: Option<(Purpose, Nanos)>,
+    round_active: bool,
+    round_started: Nanos,
+    next_round_at: Nanos,
+    last_nudge: Option<Nanos>,
+    hb_seq: u64,
+    startup_attempts: u32,
+    storage_errors: u64,
+    transitions: VecDeque<Transition>,
+    events: VecDeque<Event>,
+    next_hook: u64,
+    failed_hooks: Vec<u64>,
+    pending_clear: Vec<u64>,
+    /// cluster.json was absent: create this record next.
+    pending_cluster: Option<ClusterRecord>,
+    /// A renewal's outcome is unknown: read the lease before the next renewal.
+    settle: bool,
+    exit_after_tasks: bool,
+    disable_after_tasks: bool,
+    generation: u64,
+}
+
+const MAX_TRANSITIONS: usize = 200;
+const NUDGE_MIN_GAP: Duration = Duration::from_millis(20);
+
+impl Machine {
+    pub fn new(cfg: Config, now: Now) -> Machine {
+        let mode = cfg.mode;
+        let priority = cfg.priority;
+        let first = if mode == Mode::Disabled {
+            // A disabled node writes no records, so it does not even create the cluster.
+            StartStep::ModeCheck
+        } else {
+            StartStep::Cluster
+        };
+        let mut m = Machine {
+            cfg,
+            mode,
+            priority,
+            phase: Phase::Starting(first),
+            cluster: None,
+            base: NodeState::Initializing,
+            term: None,
+            own: None,
+            obs: None,
+            max_epoch_seen: 0,
+            last_unreleased_seen: None,
+            epochs_nonempty: None,
+            max_epoch_file: 0,
+            yielded_epoch: None,
+            master_start_until: None,
+            switchover_request: None,
+            releasing: None,
+            nodes: BTreeMap::new(),
+            bad: BTreeMap::new(),
+            last_scan: None,
+            scan_next_round: true,
+            rounds_since_scan: 0,
+            tasks: VecDeque::new(),
+            inflight: None,
+            round_active: false,
+            round_started: now.mono,
+            next_round_at: now.mono,
+            last_nudge: None,
+            hb_seq: 0,
+            startup_attempts: 0,
+            storage_errors: 0,
+            transitions: VecDeque::new(),
+            events: VecDeque::new(),
+            next_hook: 1,
+            failed_hooks: Vec::new(),
+            pending_clear: Vec::new(),
+            pending_cluster: None,
+            settle: false,
+            exit_after_tasks: false,
+            disable_after_tasks: false,
+            generation: 1,
+        };
+        m.log(
+            Level::Info,
+            format!(
+                "starting node {} (instance {}) in mode {}: T={} p={} D={} G={}",
+                m.cfg.name,
+                m.cfg.instance_id,
+                m.mode,
+                humanize(m.cfg.heartbeat_timeout),
+                humanize(m.cfg.poll_period),
+                humanize(m.cfg.renew_deadline),
+                humanize(m.cfg.demote_grace)
+            ),
+        );
+        m
+    }
+
+    // ----- queries -------------------------------------------------------------------------
+
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// This node's answer at `now`. MASTER only while now < V.
+    pub fn state_at(&self, now: Nanos) -> NodeState {
+        match &self.term {
+            Some(t) if now < t.deadline => NodeState::Master,
+            _ => self.base,
+        }
+    }
+
+    /// The epoch of the term this node holds, while it answers MASTER.
+    pub fn master_epoch_at(&self, now: Nanos) -> Option<u64> {
+        match &self.term {
+            Some(t) if now < t.deadline => Some(t.epoch),
+            _ => None,
+        }
+    }
+
+    /// When the caller must call [`Machine::handle_timeout`] next.
+    pub fn poll_timeout(&self) -> Option<Nanos> {
+        let mut t: Option<Nanos> = None;
+        let mut consider = |x: Nanos| t = Some(t.map_or(x, |t| t.min(x)));
+        if let Some(term) = &self.term {
+            consider(term.deadline);
+        }
+        if let Some(r) = &self.releasing
+            && r.hook.is_some()
+        {
+            consider(r.started + self.cfg.demote_grace);
+        }
+        match self.phase {
+            Phase::Exited | Phase::Idle => {}
+            _ => {
+                // While a release waits for its demote hook, rounds are suspended: only the
+                // grace deadline above may wake the machine.
+                let waiting_release = self.releasing.as_ref().is_some_and(|r| !r.written);
+                if self.inflight.is_none() && self.tasks.is_empty() && !waiting_release {
+                    consider(self.next_round_at);
+                }
+            }
+        }
+        t
+    }
+
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    pub fn has_inflight(&self) -> bool {
+        self.inflight.is_some()
+    }
+
+    pub fn is_exited(&self) -> bool {
+        self.phase == Phase::Exited
+    }
+
+    // ----- inputs --------------------------------------------------------------------------
+
+    /// Timers: the lease deadline V, the demote grace, the next round.
+    pub fn handle_timeout(&mut self, now: Now) {
+        self.check_deadline(now.mono);
+        if let Some(r) = &self.releasing
+            && let Some(h) = r.hook
+            && now.mono >= r.started + self.cfg.demote_grace
+        {
+            self.log(
+                Level::Warn,
+                format!(
+                    "demote hook still running after the demote grace {}; writing the release anyway",
+                    humanize(self.cfg.demote_grace)
+                ),
+            );
+            self.hook_finished(h, false);
+        }
+    }
+
+    /// The wall clock moved against CLOCK_BOOTTIME by more than a second: a VM may have been
+    /// paused without the guest's clocks advancing. Demote at once (DESIGN §3.2).
+    pub fn handle_clock_jump(&mut self, now: Now, jump_ms: i64) {
+        if self.term.is_some() {
+            self.demote(
+                now.mono,
+                format!("the wall clock jumped {jump_ms} ms against the boot clock (VM pause or clock step); demoting at once"),
+            );
+        }
+    }
+
+    /// A hook run for a transition finished (`ok = false`: failed or overran its time limit).
+    pub fn handle_hook_done(&mut self, _now: Now, hook: u64, ok: bool) {
+        self.hook_finished(hook, ok);
+    }
+
+    fn hook_finished(&mut self, hook: u64, ok: bool) {
+        if !ok {
+            self.failed_hooks.push(hook);
+        }
+        if let Some(r) = &mut self.releasing
+            && r.hook == Some(hook)
+        {
+            r.hook = None;
+            if !ok {
+                self.base = NodeState::Failed;
+                self.bump();
+            }
+        }
+    }
+
+    pub fn handle_request(&mut self, now: Now, ticket: u64, req: Request) {
+        if matches!(self.phase, Phase::Exited) {
+            self.reply(ticket, Err(CommandError::ShuttingDown));
+            return;
+        }
+        match req {
+            Request::Nudge => self.nudge(now.mono),
+            Request::SetPriority(p) => {
+                let prev = self.priority;
+                self.priority = p;
+                self.bump();
+                self.log(Level::Info, format!("priority changed from {prev} to {p}"));
+                self.reply(ticket, Ok(Reply::Priority(prev)));
+            }
+            Request::SetMode(mode) => self.set_mode(now, ticket, mode),
+            Request::ClearStates => {
+                if self.phase != Phase::Running {
+                    self.reply(
+                        ticket,
+                        Err(CommandError::Conflict("the node is not running".into())),
+                    );
+                    return;
+                }
+                self.pending_clear.push(ticket);
+                self.tasks.push_back(Task::ClearStates);
+            }
+            Request::ClearNode(name) => {
+                if self.phase != Phase::Running {
+                    self.reply(
+                        ticket,
+                        Err(CommandError::Conflict("the node is not running".into())),
+                    );
+                    return;
+                }
+                if crate::types::validate_node_name(&name).is_err() {
+                    self.reply(
+                        ticket,
+                        Err(CommandError::BadRequest(format!(
+                            "no such node name {name:?}"
+                        ))),
+                    );
+                    return;
+                }
+                if self.current_master_name(now.mono).as_deref() == Some(name.as_str()) {
+                    self.reply(
+                        ticket,
+                        Err(CommandError::Conflict(format!(
+                            "{name} is the master; its record is never cleared"
+                        ))),
+                    );
+                    return;
+                }
+                self.tasks.push_back(Task::Delete(name));
+                self.reply(ticket, Ok(Reply::Done));
+            }
+            Request::Shutdown => self.shutdown(now, Some(ticket)),
+        }
+    }
+
+    fn set_mode(&mut self, now: Now, ticket: u64, mode: Mode) {
+        let prev = self.state_at(now.mono);
+        if self.phase != Phase::Running {
+            self.reply(
+                ticket,
+                Err(CommandError::Conflict(format!(
+                    "the node is {prev}; its mode can be changed once it is running"
+                ))),
+            );
+            return;
+        }
+        if self.releasing.is_some() {
+            self.reply(
+                ticket,
+                Err(CommandError::Conflict(
+                    "a release is already in progress".into(),
+                )),
+            );
+            return;
+        }
+        let is_master = self.term.is_some();
+        match mode {
+            Mode::Master => {
+                if is_master {
+                    self.reply(ticket, Ok(Reply::State(prev)));
+                    return;
+                }
+                // A planned switchover: ask the holder (through our record, which it reads when
+                // nudged) to hand over to us. One-shot: the mode stays auto.
+                self.mode = Mode::Auto;
+                if self.base == NodeState::Failed {
+                    self.base = NodeState::Standby;
+                }
+                match self.obs.as_ref().and_then(|o| o.lease.clone()) {
+                    Some(l) if !l.released => {
+                        self.switchover_request = Some(l.epoch);
+                        self.log(
+                            Level::Info,
+                            format!(
+                                "asking {} (epoch {}) to hand over to this node",
+                                l.holder, l.epoch
+                            ),
+                        );
+                        let uri = l.holder_uri.clone();
+                        // Write the request now, then nudge the holder to read it.
+                        self.tasks.push_back(Task::Heartbeat);
+                        if !uri.is_empty() {
+                            self.events.push_back(Event::Nudge(vec![uri]));
+                        }
+                    }
+                    _ => {
+                        self.log(Level::Info, "promotion requested and no live master is known: standing for election".into());
+                    }
+                }
+                self.scan_next_round = true;
+                self.bump();
+                self.reply(ticket, Ok(Reply::State(prev)));
+            }
+            Mode::Disabled => {
+                self.mode = Mode::Disabled;
+                self.bump();
+                if is_master {
+                    self.start_release(
+                        now.mono,
+                        None,
+                        AfterRelease::Disable,
+                        Some(ticket),
+                        "disabled by the operator",
+                    );
+                } else {
+                    self.disable(now);
+                    self.reply(ticket, Ok(Reply::State(prev)));
+                }
+            }
+            m => {
+                self.mode = m;
+                self.switchover_request = None;
+                self.base = m.idle_state();
+                self.bump();
+                if is_master && m != Mode::Auto {
+                    self.start_release(
+                        now.mono,
+                        None,
+                        AfterRelease::Idle(m.idle_state()),
+                        Some(ticket),
+                        "demoted by the operator",
+                    );
+                } else {
+                    self.reply(ticket, Ok(Reply::State(prev)));
+                }
+            }
+        }
+    }
+
+    fn disable(&mut self, now: Now) {
+        let from = self.state_at(now.mono);
+        self.base = NodeState::Failed;
+        self.term = None;
+        self.tasks.clear();
+        // One last heartbeat so the others see FAILED, then no more I/O.
+        self.tasks.push_back(Task::Heartbeat);
+        self.disable_after_tasks = true;
+        self.transition(
+            from,
+            NodeState::Failed,
+            None,
+            "disabled by the operator: no more polling".into(),
+        );
+    }
+
+    fn shutdown(&mut self, now: Now, ticket: Option<u64>) {
+        if self.releasing.is_some() {
+            if let Some(r) = &mut self.releasing {
+                r.then = AfterRelease::Shutdown;
+            }
+            if let Some(t) = ticket {
+                self.reply(t, Ok(Reply::Done));
+            }
+            return;
+        }
+        match self.phase {
+            Phase::Running if self.term.is_some() => {
+                self.start_release(
+                    now.mono,
+                    None,
+                    AfterRelease::Shutdown,
+                    None,
+                    "shutting down",
+                );
+                if let Some(t) = ticket {
+                    self.reply(t, Ok(Reply::Done));
+                }
+            }
+            Phase::Running => {
+                let from = self.state_at(now.mono);
+                self.base = NodeState::Terminated;
+                self.tasks.clear();
+                self.tasks.push_back(Task::Heartbeat);
+                self.exit_after_tasks = true;
+                self.transition(from, NodeState::Terminated, None, "shutting down".into());
+                if let Some(t) = ticket {
+                    self.reply(t, Ok(Reply::Done));
+                }
+            }
+            _ => {
+                if let Some(t) = ticket {
+                    self.reply(t, Ok(Reply::Done));
+                }
+                self.exit(0, "shut down".into());
+            }
+        }
+    }
+
+    fn nudge(&mut self, now: Nanos) {
+        if self.phase != Phase::Running {
+            return;
+        }
+        let earliest = self
+            .last_nudge
+            .map_or(now, |l| (l + NUDGE_MIN_GAP).max(now));
+        self.last_nudge = Some(earliest);
+        self.scan_next_round = true;
+        if earliest < self.next_round_at {
+            self.next_round_at = earliest;
+        }
+    }
+
+    // ----- the op cycle --------------------------------------------------------------------
+
+    /// The next storage operation to perform, if any. At most one is outstanding: after an
+    /// `Op` is returned, nothing more is returned until its result is handled.
+    pub fn poll_op(&mut self, now: Now) -> Option<Op> {
+        self.check_deadline(now.mono);
+        if self.inflight.is_some() {
+            return None;
+        }
+        loop {
+            match &self.phase {
+                Phase::Exited | Phase::Idle => return None,
+                Phase::Starting(step) => {
+                    if now.mono < self.next_round_at {
+                        return None;
+                    }
+                    let step = step.clone();
+                    return Some(self.start_op(now, step));
+                }
+                Phase::Running => {}
+            }
+            if let Some(op) = self.release_op(now) {
+                return Some(op);
+            }
+            if self.releasing.as_ref().is_some_and(|r| !r.written) {
+                // Waiting for the demote hook.
+                return None;
+            }
+            if let Some(task) = self.tasks.pop_front() {
+                if let Some(op) = self.task_op(now, task) {
+                    return Some(op);
+                }
+                continue;
+            }
+            if self.exit_after_tasks {
+                self.exit(0, "shut down".into());
+                return None;
+            }
+            if self.disable_after_tasks {
+                self.disable_after_tasks = false;
+                self.phase = Phase::Idle;
+                return None;
+            }
+            if self.round_active {
+                self.round_active = false;
+                self.next_round_at = (self.round_started + self.cfg.poll_period).max(now.mono);
+            }
+            if now.mono < self.next_round_at {
+                return None;
+            }
+            self.start_round(now);
+        }
+    }
+
+    fn start_round(&mut self, now: Now) {
+        self.round_active = true;
+        self.round_started = now.mono;
+        self.tasks.push_back(Task::LeaseStep);
+        self.tasks.push_back(Task::Heartbeat);
+        self.rounds_since_scan += 1;
+        if self.scan_next_round || self.rounds_since_scan >= self.scan_every() {
+            self.scan_next_round = false;
+            self.tasks.push_back(Task::Scan);
+        }
+    }
+
+    /// Scan all node records often enough that `/ha/states` and election ranks are fresh
+    /// within T/4, but not every poll (n nodes reading n records every p is O(n²)).
+    fn scan_every(&self) -> u32 {
+        let p = self.cfg.poll_period.as_nanos().max(1);
+        ((self.cfg.heartbeat_timeout.as_nanos() / 4 / p) as u32).clamp(1, 10)
+    }
+
+    fn issue(&mut self, now: Now, purpose: Purpose, op: Op) -> Op {
+        self.inflight = Some((purpose, now.mono));
+        op
+    }
+
+    fn start_op(&mut self, now: Now, step: StartStep) -> Op {
+        match step {
+            StartStep::Cluster => match self.pending_cluster.take() {
+                Some(rec) => {
+                    let bytes = records::encode(&rec);
+                    self.issue(
+                        now,
+                        Purpose::CreateCluster(rec),
+                        Op::Create(CLUSTER_KEY.into(), bytes),
+                    )
+                }
+                None => self.issue(now, Purpose::ReadCluster, Op::Read(CLUSTER_KEY.into())),
+            },
+            StartStep::Identity(_) => {
+                let key = records::node_key(&self.cfg.name);
+                self.issue(now, Purpose::ReadOwnRecord, Op::Read(key))
+            }
+            StartStep::ModeCheck => {
+                if self.mode == Mode::Master
+                    && self.obs.as_ref().is_some_and(|o| o.version.is_none())
+                    && self.epochs_nonempty.is_none()
+                {
+                    return self.issue(now, Purpose::ListEpochs, Op::List(EPOCHS_PREFIX.into()));
+                }
+                self.issue(now, Purpose::ReadLease, Op::Read(LEASE_KEY.into()))
+            }
+        }
+    }
+
+    fn task_op(&mut self, now: Now, task: Task) -> Option<Op> {
+        match task {
+            Task::LeaseStep => {
+                if self.term.is_some() && self.settle {
+                    return Some(self.issue(now, Purpose::ReadLease, Op::Read(LEASE_KEY.into())));
+                }
+                if let Some(term) = &self.term {
+                    let own = self.own.clone().expect("a master knows its lease");
+                    let mut rec = own.record.clone();
+                    rec.renew_seq += 1;
+                    rec.written_at_ms = now.wall_ms;
+                    rec.holder_uri = self.cfg.uri.clone();
+                    debug_assert_eq!(rec.epoch, term.epoch);
+                    let bytes = records::encode(&rec);
+                    return Some(self.issue(
+                        now,
+                        Purpose::WriteLease {
+                            kind: WriteKind::Renew,
+                            record: rec,
+                        },
+                        Op::Replace(LEASE_KEY.into(), bytes, own.version),
+                    ));
+                }
+                if let Some(own) = self.retake_candidate() {
+                    let mut rec = own.record.clone();
+                    rec.renew_seq += 1;
+                    rec.written_at_ms = now.wall_ms;
+                    let bytes = records::encode(&rec);
+                    return Some(self.issue(
+                        now,
+                        Purpose::WriteLease {
+                            kind: WriteKind::Retake,
+                            record: rec,
+                        },
+                        Op::Replace(LEASE_KEY.into(), bytes, own.version),
+                    ));
+                }
+                Some(self.issue(now, Purpose::ReadLease, Op::Read(LEASE_KEY.into())))
+            }
+            Task::Heartbeat => {
+                self.hb_seq += 1;
+                let rec = HeartbeatRecord {
+                    format: FORMAT,
+                    cluster_id: self.cluster_id().to_string(),
+                    name: self.cfg.name.clone(),
+                    instance_id: self.cfg.instance_id.clone(),
+                    seq: self.hb_seq,
+                    status: self.state_at(now.mono),
+                    mode: self.mode,
+                    priority: self.priority,
+                    app_version: self.cfg.app_version.clone(),
+                    uri: self.cfg.uri.clone(),
+                    local_timestamp_ms: now.wall_ms,
+                    epoch: self.master_epoch_at(now.mono),
+                    switchover_request: self.switchover_request,
+                };
+                let bytes = records::encode(&rec);
+                Some(self.issue(
+                    now,
+                    Purpose::Heartbeat,
+                    Op::Put(records::node_key(&self.cfg.name), bytes),
+                ))
+            }
+            Task::Scan => Some(self.issue(now, Purpose::Scan, Op::ScanNodes)),
+            Task::ListEpochs => {
+                Some(self.issue(now, Purpose::ListEpochs, Op::List(EPOCHS_PREFIX.into())))
+            }
+            Task::Take { reason } => {
+                // Allocate the epoch: 1 + the highest known anywhere.
+                let lease_epoch = self
+                    .obs
+                    .as_ref()
+                    .and_then(|o| o.lease.as_ref())
+                    .map_or(0, |l| l.epoch);
+                let epoch = 1 + lease_epoch
+                    .max(self.max_epoch_file)
+                    .max(self.max_epoch_seen);
+                self.task_op(now, Task::CreateEpoch { epoch, reason })
+            }
+            Task::CreateEpoch { epoch, reason } => {
+                let prev = self.obs.as_ref().and_then(|o| o.lease.clone());
+                let rec = EpochRecord {
+                    format: FORMAT,
+                    cluster_id: self.cluster_id().to_string(),
+                    epoch,
+                    holder: self.cfg.name.clone(),
+                    instance_id: self.cfg.instance_id.clone(),
+                    started_at_ms: now.wall_ms,
+                    previous: prev.as_ref().map(|l| l.epoch),
+                    previous_holder: prev.as_ref().map(|l| l.holder.clone()),
+                    reason: reason.clone(),
+                };
+                let lease = LeaseRecord {
+                    format: FORMAT,
+                    cluster_id: self.cluster_id().to_string(),
+                    epoch,
+                    holder: self.cfg.name.clone(),
+                    instance_id: self.cfg.instance_id.clone(),
+                    renew_seq: 1,
+                    released: false,
+                    successor: None,
+                    holder_uri: self.cfg.uri.clone(),
+                    written_at_ms: now.wall_ms,
+                };
+                self.tasks.push_front(Task::WriteLease {
+                    kind: WriteKind::Take { reason },
+                    record: lease,
+                });
+                Some(self.issue(
+                    now,
+                    Purpose::CreateEpoch(epoch),
+                    Op::Create(records::epoch_key(epoch), records::encode(&rec)),
+                ))
+            }
+            Task::WriteLease { kind, mut record } => {
+                record.written_at_ms = now.wall_ms;
+                let bytes = records::encode(&record);
+                let op = match self.obs.as_ref().and_then(|o| o.version.clone()) {
+                    Some(v) => Op::Replace(LEASE_KEY.into(), bytes, v),
+                    None => Op::Create(LEASE_KEY.into(), bytes),
+                };
+                Some(self.issue(now, Purpose::WriteLease { kind, record }, op))
+            }
+            Task::ClearStates => Some(self.issue(
+                now,
+                Purpose::ClearList,
+                Op::List(records::NODES_PREFIX.into()),
+            )),
+            Task::Delete(name) => {
+                let key = records::node_key(&name);
+                Some(self.issue(now, Purpose::Delete(name), Op::Delete(key)))
+            }
+        }
+    }
+
+    /// During a release: once the hook is done, write the released lease.
+    fn release_op(&mut self, now: Now) -> Option<Op> {
+        let r = self.releasing.as_ref()?;
+        if r.written || r.hook.is_some() {
+            return None;
+        }
+        let successor = r.successor.clone();
+        let Some(own) = self.own.clone() else {
+            self.finish_release(now, "the lease was not ours any more");
+            return None;
+        };
+        let mut rec = own.record.clone();
+        rec.renew_seq += 1;
+        rec.released = true;
+        rec.successor = successor;
+        rec.written_at_ms = now.wall_ms;
+        let bytes = records::encode(&rec);
+        if let Some(r) = &mut self.releasing {
+            r.written = true;
+        }
+        Some(self.issue(
+            now,
+            Purpose::WriteLease {
+                kind: WriteKind::Release,
+                record: rec,
+            },
+            Op::Replace(LEASE_KEY.into(), bytes, own.version),
+        ))
+    }
+
+    /// The result of the operation last returned by [`Machine::poll_op`].
+    pub fn handle_op_result(&mut self, now: Now, result: OpResult) {
+        let Some((purpose, started)) = self.inflight.take() else {
+            return;
+        };
+        if let Err(e) = &result {
+            if !matches!(e, StoreError::Conflict(_)) {
+                self.storage_errors += 1;
+                self.bump();
+            }
+        }
+        match purpose {
+            Purpose::ReadCluster => self.on_read_cluster(now, result),
+            Purpose::CreateCluster(rec) => self.on_create_cluster(now, rec, result),
+            Purpose::ReadOwnRecord => self.on_read_own(now, result),
+            Purpose::ReadLease => self.on_read_lease(now, result),
+            Purpose::ListEpochs => self.on_list_epochs(now, result),
+            Purpose::CreateEpoch(epoch) => self.on_create_epoch(now, epoch, result),
+            Purpose::WriteLease { kind, record } => {
+                self.on_write_lease(now, started, kind, record, result)
+            }
+            Purpose::Heartbeat => {
+                if let Err(e) = result {
+                    self.log(Level::Warn, format!("heartbeat write failed: {e}"));
+                }
+            }
+            Purpose::Scan => self.on_scan(now, result),
+            Purpose::ClearList => self.on_clear_list(now, result),
+            Purpose::Delete(name) => match result {
+                Ok(_) => {
+                    self.nodes.remove(&name);
+                    self.bad.remove(&records::node_key(&name));
+                    self.bump();
+                    self.log(Level::Info, format!("cleared the record of node {name}"));
+                }
+                Err(e) => self.log(
+                    Level::Warn,
+                    format!("could not clear the record of node {name}: {e}"),
+                ),
+            },
+        }
+        self.check_deadline(now.mono);
+    }
+
+    // ----- start-up --------------------------------------------------------------------------
+
+    fn startup_retry(&mut self, now: Now, what: &str, e: &StoreError) {
+        self.startup_attempts += 1;
+        let limit = (self.cfg.heartbeat_timeout.as_nanos() / self.cfg.poll_period.as_nanos().max(1))
+            .max(10) as u32;
+        if self.startup_attempts >= limit {
+            self.exit(
+                1,
+                format!(
+                    "the store {} stayed unusable during start-up ({what}): {e}; check that it is mounted and writable",
+                    self.store_hint()
+                ),
+            );
+        } else {
+            self.log(
+                Level::Warn,
+                format!("start-up: {what} failed: {e}; retrying"),
+            );
+            self.next_round_at = now.mono + self.cfg.poll_period;
+        }
+    }
+
+    fn store_hint(&self) -> &'static str {
+        "(--store)"
+    }
+
+    fn on_read_cluster(&mut self, now: Now, result: OpResult) {
+        match result {
+            Ok(OpOutput::Read(ReadResult::Absent)) => {
+                let rec = ClusterRecord {
+                    format: FORMAT,
+                    cluster_id: self.cfg.new_cluster_id.clone(),
+                    heartbeat_timeout_ms: self.cfg.heartbeat_timeout.as_millis() as u64,
+                    clock_drift_ppm: self.cfg.clock_drift_ppm,
+                    created_at: chrono_ms(now.wall_ms),
+                    created_by: self.cfg.name.clone(),
+                };
+                self.pending_cluster = Some(rec);
+                self.next_round_at = now.mono;
+            }
+            Ok(OpOutput::Read(ReadResult::Present(r))) => match records::parse::<ClusterRecord>(&r.bytes) {
+                Ok(c) => self.adopt_cluster(now, c),
+                Err(e) => self.exit(
+                    1,
+                    format!("cluster.json in the store is not a tenure cluster record ({e}); restore it from a backup or use an empty --store"),
+                ),
+            },
+            Ok(OpOutput::Read(ReadResult::Unreadable { reason, .. })) => self.exit(
+                1,
+                format!("cluster.json in the store is unreadable ({reason}); restore it from a backup or use an empty --store"),
+            ),
+            Ok(other) => self.exit(1, format!("internal error: unexpected {other:?} for cluster.json")),
+            Err(e) => self.startup_retry(now, "reading cluster.json", &e),
+        }
+    }
+
+    fn on_create_cluster(&mut self, now: Now, rec: ClusterRecord, result: OpResult) {
+        match result {
+            Ok(_) => {
+                self.log(
+                    Level::Info,
+                    format!(
+                        "created cluster {} (T={})",
+                        rec.cluster_id,
+                        humanize(self.cfg.heartbeat_timeout)
+                    ),
+                );
+                self.adopt_cluster(now, rec);
+            }
+            // Someone else created it first, or our create may have landed: read it.
+            Err(StoreError::Conflict(_)) => self.next_round_at = now.mono,
+            Err(e) => self.startup_retry(now, "creating cluster.json", &e),
+        }
+    }
+
+    fn adopt_cluster(&mut self, now: Now, c: ClusterRecord) {
+        if c.format != FORMAT {
+            return self.exit(1, format!("cluster.json has format {} but this tenure understands format {FORMAT}; upgrade tenure", c.format));
+        }
+        let t = self.cfg.heartbeat_timeout.as_millis() as u64;
+        if c.heartbeat_timeout_ms != t {
+            return self.exit(
+                2,
+                format!(
+                    "this cluster's heartbeat timeout is {} (stored in cluster.json) but this node was started with --heartbeat-timeout {}; T is cluster-wide: start with --heartbeat-timeout {}",
+                    humanize(Duration::from_millis(c.heartbeat_timeout_ms)),
+                    humanize(self.cfg.heartbeat_timeout),
+                    humanize(Duration::from_millis(c.heartbeat_timeout_ms)),
+                ),
+            );
+        }
+        if c.clock_drift_ppm != self.cfg.clock_drift_ppm {
+            return self.exit(
+                2,
+                format!(
+                    "this cluster's clock drift bound is {} ppm (stored in cluster.json) but this node uses {} ppm; start with --clock-drift {}ppm",
+                    c.clock_drift_ppm, self.cfg.clock_drift_ppm, c.clock_drift_ppm
+                ),
+            );
+        }
+        self.cluster = Some(c);
+        self.bump();
+        self.phase = Phase::Starting(StartStep::Identity(None));
+        self.next_round_at = now.mono;
+    }
+
+    fn on_read_own(&mut self, now: Now, result: OpResult) {
+        let watching = match &self.phase {
+            Phase::Starting(StartStep::Identity(w)) => w.clone(),
+            _ => None,
+        };
+        let (version, desc) = match result {
+            Ok(OpOutput::Read(ReadResult::Absent)) => return self.identity_ok(now),
+            Ok(OpOutput::Read(ReadResult::Present(r))) => {
+                match records::parse::<HeartbeatRecord>(&r.bytes) {
+                    Ok(h)
+                        if h.status == NodeState::Terminated
+                            || h.instance_id == self.cfg.instance_id =>
+                    {
+                        return self.identity_ok(now);
+                    }
+                    Ok(h) => (
+                        r.version,
+                        format!(
+                            "instance {} (status {}, seq {})",
+                            h.instance_id, h.status, h.seq
+                        ),
+                    ),
+                    Err(_) => (r.version, "an unreadable record".to_string()),
+                }
+            }
+            Ok(OpOutput::Read(ReadResult::Unreadable { version, .. })) => {
+                (version, "an unreadable record".to_string())
+            }
+            Ok(_) => return self.identity_ok(now),
+            Err(e) => return self.startup_retry(now, "reading this node's record", &e),
+        };
+        match watching {
+            None => {
+                self.log(
+                    Level::Info,
+                    format!(
+                        "nodes/{}.json holds {desc}; watching it for up to T={} before taking the name over",
+                        self.cfg.name,
+                        humanize(self.cfg.heartbeat_timeout)
+                    ),
+                );
+                self.phase = Phase::Starting(StartStep::Identity(Some((version, now.mono))));
+                self.next_round_at = now.mono + self.cfg.poll_period;
+            }
+            Some((v, since)) if v == version => {
+                if now.mono >= since + self.cfg.heartbeat_timeout {
+                    self.log(Level::Info, format!("the previous instance of {} stood still for T: taking the name over", self.cfg.name));
+                    self.identity_ok(now);
+                } else {
+                    self.phase = Phase::Starting(StartStep::Identity(Some((v, since))));
+                    self.next_round_at = now.mono + self.cfg.poll_period;
+                }
+            }
+            Some(_) => self.exit(
+                1,
+                format!(
+                    "duplicate node name: a live process already runs as {} ({desc}, its record changed while this one watched); stop it or choose another --node-name",
+                    self.cfg.name
+                ),
+            ),
+        }
+    }
+
+    fn identity_ok(&mut self, now: Now) {
+        self.phase = Phase::Starting(StartStep::ModeCheck);
+        self.next_round_at = now.mono;
+    }
+
+    /// Start-up rules of the modes, applied to the first lease read (DESIGN §2).
+    fn mode_check(&mut self, now: Now) {
+        let obs = self.obs.clone().expect("mode check after a lease read");
+        let unreleased = obs.version.is_some() && obs.lease.as_ref().is_none_or(|l| !l.released);
+        match self.mode {
+            Mode::Disabled => {
+                if unreleased {
+                    let who = obs
+                        .lease
+                        .as_ref()
+                        .map_or("an unreadable lease".to_string(), |l| {
+                            format!("{} holds epoch {}", l.holder, l.epoch)
+                        });
+                    return self.exit(
+                        1,
+                        format!("--mode disabled runs a lone node that reports MASTER, but the store holds an unreleased lease ({who}); use another --store or another mode"),
+                    );
+                }
+                self.phase = Phase::Idle;
+                self.term = Some(Term {
+                    epoch: 0,
+                    deadline: Nanos::MAX,
+                });
+                self.base = NodeState::Master;
+                self.transition(
+                    NodeState::Initializing,
+                    NodeState::Master,
+                    None,
+                    "mode disabled: a lone node reports MASTER and writes no records".into(),
+                );
+                return;
+            }
+            Mode::Standby | Mode::HotStandby if !unreleased && !self.cfg.allow_no_master => {
+                return self.exit(
+                    1,
+                    format!(
+                        "no master: a --mode {} node starts only while a master holds the lease (Brooklyn's rule); start a master first, or pass --allow-no-master",
+                        self.mode
+                    ),
+                );
+            }
+            Mode::Master => {
+                self.master_start_until = Some(now.mono + self.cfg.heartbeat_timeout);
+            }
+            _ => {}
+        }
+        self.phase = Phase::Running;
+        self.base = self.mode.idle_state();
+        self.next_round_at = now.mono;
+        self.transition(
+            NodeState::Initializing,
+            self.base,
+            None,
+            format!("joined cluster {} in mode {}", self.cluster_id(), self.mode),
+        );
+        // Decide on what we just read instead of waiting for the next round.
+        self.decide(now);
+    }
+
+    // ----- the lease ----------------------------------------------------------------------
+
+    fn observe_lease(&mut self, now: Now, rr: ReadResult) {
+        let (version, lease, unusable) = match rr {
+            ReadResult::Absent => (None, None, None),
+            ReadResult::Unreadable { version, reason } => (Some(version), None, Some(reason)),
+            ReadResult::Present(r) => match records::parse::<LeaseRecord>(&r.bytes) {
+                Ok(l)
+                    if l.format == FORMAT
+                        && self
+                            .cluster
+                            .as_ref()
+                            .is_none_or(|c| c.cluster_id == l.cluster_id) =>
+                {
+                    (Some(r.version), Some(l), None)
+                }
+                Ok(l) => (
+                    Some(r.version),
+                    None,
+                    Some(format!(
+                        "a lease of another cluster {} or format {}",
+                        l.cluster_id, l.format
+                    )),
+                ),
+                Err(e) => (Some(r.version), None, Some(e)),
+            },
+        };
+        let changed = self.obs.as_ref().is_none_or(|o| o.version != version);
+        if !changed {
+            return;
+        }
+        if let Some(reason) = &unusable {
+            self.bad.insert(LEASE_KEY.into(), reason.clone());
+            self.log(Level::Warn, format!("the lease record is unusable ({reason}); it counts as an opaque version and expires after T"));
+        } else {
+            self.bad.remove(LEASE_KEY);
+        }
+        if let Some(l) = &lease {
+            if l.epoch > self.max_epoch_seen {
+                self.max_epoch_seen = l.epoch;
+            }
+            if !l.released && self.last_unreleased_seen.is_none_or(|e| l.epoch >= e) {
+                self.last_unreleased_seen = Some(l.epoch);
+            }
+            if l.instance_id == self.cfg.instance_id {
+                // Our own write: keep its version for renewals and re-takes.
+                self.own = Some(OwnLease {
+                    version: version.clone().expect("present"),
+                    record: l.clone(),
+                });
+            } else {
+                self.own = None;
+            }
+        } else {
+            self.own = None;
+        }
+        if self.own.is_none() && self.term.is_some() {
+            self.demote(
+                now.mono,
+                "the lease no longer names this node: another node took over".into(),
+            );
+        }
+        if let (Some(until), Some(prev)) = (self.master_start_until, &self.obs) {
+            let was_live =
+                prev.version.is_some() && prev.lease.as_ref().is_none_or(|l| !l.released);
+            let foreign = lease
+                .as_ref()
+                .is_none_or(|l| l.instance_id != self.cfg.instance_id);
+            if now.mono < until && was_live && foreign && self.term.is_none() {
+                let holder = lease
+                    .as_ref()
+                    .map_or("unknown (unreadable lease)".into(), |l| {
+                        format!("{} (epoch {})", l.holder, l.epoch)
+                    });
+                self.exit(
+                    1,
+                    format!("a live master exists: {holder}; its lease was renewed while this --mode master node watched it. A master start never steals a live lease: use `tenure promote` for a planned switchover"),
+                );
+            }
+        }
+        self.obs = Some(LeaseObs {
+            version,
+            lease,
+            first_returned: now.mono,
+        });
+        self.bump();
+    }
+
+    fn on_read_lease(&mut self, now: Now, result: OpResult) {
+        match result {
+            Ok(OpOutput::Read(rr)) => {
+                self.observe_lease(now, rr);
+                if self.phase == Phase::Exited {
+                    return;
+                }
+                if self.settle && self.term.is_some() {
+                    // The unknown renewal is settled: renew at once on the version now known.
+                    self.settle = false;
+                    self.tasks.push_front(Task::LeaseStep);
+                    return;
+                }
+                if matches!(self.phase, Phase::Starting(StartStep::ModeCheck)) {
+                    if self.mode == Mode::Master
+                        && self.obs.as_ref().is_some_and(|o| o.version.is_none())
+                        && self.epochs_nonempty.is_none()
+                    {
+                        // Absent lease: a cold start only if epochs/ is empty. List it next.
+                        self.next_round_at = now.mono;
+                        return;
+                    }
+                    return self.mode_check(now);
+                }
+                self.decide(now);
+            }
+            Ok(other) => self.log(
+                Level::Error,
+                format!("internal error: unexpected {other:?} for the lease read"),
+            ),
+            Err(e) => {
+                if matches!(self.phase, Phase::Starting(_)) {
+                    return self.startup_retry(now, "reading the lease", &e);
+                }
+                self.log(Level::Warn, format!("lease read failed: {e}"));
+            }
+        }
+    }
+
+    fn on_list_epochs(&mut self, now: Now, result: OpResult) {
+        match result {
+            Ok(OpOutput::Listed(keys)) => {
+                let max = keys
+                    .iter()
+                    .filter_map(|k| records::parse_epoch_key(k))
+                    .max()
+                    .unwrap_or(0);
+                self.max_epoch_file = self.max_epoch_file.max(max);
+                // Anything in epochs/, even garbage, means the cluster has had a master.
+                self.epochs_nonempty = Some(!keys.is_empty() || self.epochs_nonempty == Some(true));
+                if matches!(self.phase, Phase::Starting(StartStep::ModeCheck)) {
+                    return self.mode_check(now);
+                }
+                if !self.tasks.iter().any(|t| matches!(t, Task::Take { .. })) {
+                    // The listing was needed to judge an absent lease: decide now.
+                    self.decide(now);
+                }
+            }
+            Ok(other) => self.log(
+                Level::Error,
+                format!("internal error: unexpected {other:?} for the epochs listing"),
+            ),
+            Err(e) => {
+                if matches!(self.phase, Phase::Starting(_)) {
+                    return self.startup_retry(now, "listing epochs/", &e);
+                }
+                self.log(
+                    Level::Warn,
+                    format!("listing epochs/ failed: {e}; the takeover waits for the next round"),
+                );
+                // Do not continue a takeover on an unknown epoch.
+                self.tasks.retain(|t| !matches!(t, Task::Take { .. }));
+            }
+        }
+    }
+
+    fn on_create_epoch(&mut self, _now: Now, epoch: u64, result: OpResult) {
+        match result {
+            Ok(_) => {
+                self.max_epoch_file = self.max_epoch_file.max(epoch);
+                self.epochs_nonempty = Some(true);
+            }
+            Err(e) => {
+                // Conflict: another node allocated this epoch first, it is taking over. Unknown:
+                // the epoch may be burnt; the next attempt allocates a higher one.
+                self.max_epoch_file = self.max_epoch_file.max(epoch);
+                self.tasks.retain(|t| !matches!(t, Task::WriteLease { .. }));
+                let level = if matches!(e, StoreError::Conflict(_)) {
+                    Level::Info
+                } else {
+                    Level::Warn
+                };
+                self.log(
+                    level,
+                    format!(
+                        "could not allocate epoch {epoch}: {e}; staying {}",
+                        self.base
+                    ),
+                );
+            }
+        }
+    }
+
+    fn on_write_lease(
+        &mut self,
+        now: Now,
+        started: Nanos,
+        kind: WriteKind,
+        record: LeaseRecord,
+        result: OpResult,
+    ) {
+        match result {
+            Ok(OpOutput::Written(version)) => {
+                self.own = Some(OwnLease {
+                    version: version.clone(),
+                    record: record.clone(),
+                });
+                // Our own write is the newest version: watch it from now.
+                self.obs = Some(LeaseObs {
+                    version: Some(version),
+                    lease: Some(record.clone()),
+                    first_returned: now.mono,
+                });
+                self.max_epoch_seen = self.max_epoch_seen.max(record.epoch);
+                if !record.released {
+                    self.last_unreleased_seen = Some(record.epoch);
+                }
+                self.bad.remove(LEASE_KEY);
+                self.bump();
+                let new_deadline = started + self.cfg.renew_deadline;
+                match kind {
+                    WriteKind::Renew => match &mut self.term {
+                        // Confirmed before V: V := s + D. After V nothing changes (already demoted).
+                        Some(t) if now.mono < t.deadline => {
+                            t.deadline = t.deadline.max(new_deadline)
+                        }
+                        _ => {}
+                    },
+                    WriteKind::Take { reason } => {
+                        if now.mono < new_deadline && self.releasing.is_none() {
+                            self.promote(now, record.epoch, new_deadline, reason);
+                        }
+                    }
+                    WriteKind::Retake => {
+                        if now.mono < new_deadline
+                            && self.releasing.is_none()
+                            && self.mode.eligible()
+                            && self.base != NodeState::Failed
+                        {
+                            self.promote(
+                                now,
+                                record.epoch,
+                                new_deadline,
+                                "re-took its own current lease after a self-demotion".into(),
+                            );
+                        }
+                    }
+                    WriteKind::Release => {
+                        self.own = None;
+                        self.yielded_epoch = Some(record.epoch);
+                        self.finish_release(now, "released the lease");
+                    }
+                }
+            }
+            Ok(other) => self.log(
+                Level::Error,
+                format!("internal error: unexpected {other:?} for a lease write"),
+            ),
+            Err(StoreError::Conflict(why)) => {
+                self.own = None;
+                match kind {
+                    WriteKind::Renew => self.demote(now.mono, format!("lost the lease: the renewal's conditional write failed ({why}); another node took over")),
+                    WriteKind::Release => self.finish_release(now, "the lease had already changed"),
+                    WriteKind::Take { .. } | WriteKind::Retake => {
+                        self.log(Level::Info, format!("lost the race for the lease ({why}); staying {}", self.base));
+                    }
+                }
+                // Read the lease in the next round to learn who holds it.
+                self.obs = None;
+            }
+            Err(e) => {
+                // Unknown outcome: never extends V. The next round's read settles it: the lease
+                // carrying our instance and renewSeq means it landed (and may be re-taken).
+                self.log(Level::Warn, format!("lease write ({kind:?}) failed or timed out: {e}; the deadline is not extended"));
+                match kind {
+                    WriteKind::Release => self.finish_release(
+                        now,
+                        "the release write failed; the others take over after T",
+                    ),
+                    WriteKind::Renew => self.settle = true,
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    /// A self-demoted node whose own last lease write is still current may re-take it.
+    fn retake_candidate(&self) -> Option<OwnLease> {
+        if self.term.is_some()
+            || self.releasing.is_some()
+            || !self.mode.eligible()
+            || self.base == NodeState::Failed
+        {
+            return None;
+        }
+        let own = self.own.clone()?;
+        if own.record.released {
+            return None;
+        }
+        Some(own)
+    }
+
+    /// After a lease read, decide whether to stand for election now (DESIGN §2 and §3.3).
+    fn decide(&mut self, now: Now) {
+        if self.phase != Phase::Running || self.term.is_some() || self.releasing.is_some() {
+            return;
+        }
+        if !self.mode.eligible() || self.base == NodeState::Failed {
+            return;
+        }
+        let Some(obs) = self.obs.clone() else { return };
+        let t = self.cfg.heartbeat_timeout;
+        let starting_master = self.master_start_until.is_some_and(|u| now.mono < u);
+        let (expiry, reason) = match (&obs.version, &obs.lease) {
+            (None, _) => match self.epochs_nonempty {
+                None => {
+                    if !self.tasks.iter().any(|t| matches!(t, Task::ListEpochs)) {
+                        self.tasks.push_front(Task::ListEpochs);
+                    }
+                    return;
+                }
+                Some(false) => (obs.first_returned, "cold-start"),
+                Some(true) => (obs.first_returned + t, "expired"),
+            },
+            (Some(_), Some(l)) if l.released => {
+                let mine =
+                    l.instance_id == self.cfg.instance_id || self.yielded_epoch == Some(l.epoch);
+                let successor_ok = l.successor.as_ref().is_none_or(|s| *s == self.cfg.name);
+                let at_once = !mine
+                    && successor_ok
+                    && (starting_master
+                        || (self.last_unreleased_seen == Some(l.epoch)
+                            && l.epoch >= self.max_epoch_seen));
+                if at_once {
+                    (
+                        obs.first_returned,
+                        if l.successor.is_some() {
+                            "switchover"
+                        } else {
+                            "released"
+                        },
+                    )
+                } else {
+                    (obs.first_returned + t, "expired")
+                }
+            }
+            _ => (obs.first_returned + t, "expired"),
+        };
+        if now.mono < expiry {
+            return;
+        }
+        // Rank among live eligible candidates; the best acts first, each next one p later.
+        let rank = if starting_master || reason == "switchover" {
+            0
+        } else {
+            self.rank(now.mono)
+        };
+        let at = expiry + self.cfg.poll_period * rank;
+        if now.mono < at {
+            return;
+        }
+        let why = match reason {
+            "expired" => format!(
+                "the lease (holder {}) stood still for T={} since this node first read it",
+                obs.lease.as_ref().map_or("unknown".into(), |l| format!(
+                    "{} epoch {}",
+                    l.holder, l.epoch
+                )),
+                humanize(t)
+            ),
+            "released" => format!(
+                "the master {} released the lease",
+                obs.lease.as_ref().map_or("?".into(), |l| l.holder.clone())
+            ),
+            "switchover" => "planned switchover to this node".into(),
+            _ => "cold start: no lease and no epochs yet".into(),
+        };
+        self.log(
+            Level::Info,
+            format!("standing for election (rank {rank}): {why}"),
+        );
+        self.tasks.push_front(Task::Take {
+            reason: reason.to_string(),
+        });
+        if self.epochs_nonempty.is_none() || reason != "cold-start" {
+            // Learn the highest allocated epoch before allocating the next.
+            self.tasks.push_front(Task::ListEpochs);
+        }
+    }
+
+    /// This node's rank among live, eligible candidates (DESIGN §2's order).
+    fn rank(&self, now: Nanos) -> u32 {
+        let me = Candidate {
+            priority: self.priority,
+            version: self.cfg.app_version.clone(),
+            state: self.base,
+            name: self.cfg.name.clone(),
+        };
+        let mut better = 0;
+        for (name, tr) in &self.nodes {
+            if *name == self.cfg.name || now >= tr.last_change + self.cfg.heartbeat_timeout {
+                continue;
+            }
+            let r = &tr.record;
+            if !r.mode.eligible()
+                || matches!(
+                    r.status,
+                    NodeState::Failed | NodeState::Terminated | NodeState::Initializing
+                )
+            {
+                continue;
+            }
+            let c = Candidate {
+                priority: r.priority,
+                version: r.app_version.clone(),
+                state: r.status,
+                name: name.clone(),
+            };
+            if c.better_than(&me) {
+                better += 1;
+            }
+        }
+        better
+    }
+
+    fn promote(&mut self, now: Now, epoch: u64, deadline: Nanos, reason: String) {
+        let from = self.state_at(now.mono);
+        self.term = Some(Term { epoch, deadline });
+        self.master_start_until = None;
+        self.switchover_request = None;
+        self.base = self.mode.idle_state();
+        self.bump();
+        self.transition(
+            from,
+            NodeState::Master,
+            Some(epoch),
+            format!("promoted to MASTER at epoch {epoch} ({reason}); answers MASTER until {} from now unless renewed", humanize(deadline.since(now.mono))),
+        );
+        // Tell the others at once: their /ha/states and X-HA-Epoch should not lag a poll.
+        self.tasks.push_front(Task::Heartbeat);
+    }
+
+    /// Stop answering MASTER (if still) and report the transition.
+    fn demote(&mut self, now: Nanos, reason: String) {
+        let Some(term) = self.term.take() else { return };
+        let was_master = now < term.deadline;
+        self.bump();
+        let to = self.base;
+        // A node whose deadline already passed had stopped answering at V; report it anyway.
+        let _ = was_master;
+        self.transition(NodeState::Master, to, Some(term.epoch), reason);
+        self.tasks.push_front(Task::Heartbeat);
+    }
+
+    fn check_deadline(&mut self, now: Nanos) {
+        if let Some(t) = &self.term
+            && now >= t.deadline
+            && t.deadline != Nanos::MAX
+        {
+            let over = now.since(t.deadline);
+            self.demote(
+                now,
+                format!(
+                    "self-fenced: no renewal confirmed before the lease deadline (epoch {}, {} ago); standing down before any other node can take over",
+                    t.epoch,
+                    humanize(over)
+                ),
+            );
+        }
+    }
+
+    fn start_release(
+        &mut self,
+        now: Nanos,
+        successor: Option<String>,
+        then: AfterRelease,
+        ticket: Option<u64>,
+        why: &str,
+    ) {
+        let Some(term) = self.term.take() else { return };
+        let to = match &then {
+            AfterRelease::Idle(s) => *s,
+            AfterRelease::Shutdown => NodeState::Terminated,
+            AfterRelease::Disable => NodeState::Failed,
+        };
+        // First stop answering MASTER (V := now), then the hook, then the released write.
+        self.base = to;
+        self.bump();
+        let hook = self.transition(
+            NodeState::Master,
+            to,
+            Some(term.epoch),
+            format!(
+                "{why}: stopped answering MASTER (epoch {}); releasing the lease{}",
+                term.epoch,
+                successor
+                    .as_ref()
+                    .map_or(String::new(), |s| format!(" to {s}"))
+            ),
+        );
+        self.releasing = Some(Releasing {
+            successor,
+            started: now,
+            hook: Some(hook),
+            then,
+            ticket,
+            written: false,
+        });
+        self.tasks
+            .retain(|t| matches!(t, Task::Delete(_) | Task::ClearStates));
+    }
+
+    fn finish_release(&mut self, now: Now, outcome: &str) {
+        let Some(r) = self.releasing.take() else {
+            return;
+        };
+        self.log(Level::Info, format!("release finished: {outcome}"));
+        // Ask the others to read the store now, so a standby takes over within one round trip.
+        let uris: Vec<String> = self
+            .nodes
+            .values()
+            .filter(|t| t.record.name != self.cfg.name && !t.record.uri.is_empty())
+            .map(|t| t.record.uri.clone())
+            .collect();
+        if !uris.is_empty() {
+            self.events.push_back(Event::Nudge(uris));
+        }
+        if let Some(ticket) = r.ticket {
+            // Only a master releases: the state before the request was MASTER.
+            self.reply(ticket, Ok(Reply::State(NodeState::Master)));
+        }
+        match r.then {
+            AfterRelease::Idle(_) => {
+                self.tasks.push_front(Task::Heartbeat);
+            }
+            AfterRelease::Shutdown => {
+                self.base = NodeState::Terminated;
+                self.tasks.clear();
+                self.tasks.push_back(Task::Heartbeat);
+                self.exit_after_tasks = true;
+            }
+            AfterRelease::Disable => {
+                self.base = NodeState::Failed;
+                self.tasks.clear();
+                self.tasks.push_back(Task::Heartbeat);
+                self.disable_after_tasks = true;
+            }
+        }
+        let _ = now;
+    }
+
+    // ----- node records --------------------------------------------------------------------
+
+    fn on_scan(&mut self, now: Now, result: OpResult) {
+        let entries = match result {
+            Ok(OpOutput::Scanned(e)) => e,
+            Ok(other) => {
+                return self.log(
+                    Level::Error,
+                    format!("internal error: unexpected {other:?} for a scan"),
+                );
+            }
+            Err(e) => return self.log(Level::Warn, format!("reading nodes/ failed: {e}")),
+        };
+        self.last_scan = Some(now.mono);
+        self.rounds_since_scan = 0;
+        let mut seen = std::collections::BTreeSet::new();
+        let cluster_id = self.cluster_id().to_string();
+        for (key, rr) in entries {
+            let Some(name) = records::parse_node_key(&key).map(str::to_string) else {
+                self.note_bad(&key, "not a node record name".into());
+                continue;
+            };
+            let (version, record, modified) = match rr {
+                ReadResult::Absent => continue,
+                ReadResult::Unreadable { reason, .. } => {
+                    self.note_bad(&key, reason);
+                    continue;
+                }
+                ReadResult::Present(r) => match records::parse::<HeartbeatRecord>(&r.bytes) {
+                    Ok(h) if h.name != name => {
+                        self.note_bad(&key, format!("the record names node {:?}", h.name));
+                        continue;
+                    }
+                    Ok(h) if h.cluster_id != cluster_id => {
+                        self.note_bad(
+                            &key,
+                            format!("the record belongs to cluster {}", h.cluster_id),
+                        );
+                        continue;
+                    }
+                    Ok(h) => (r.version, h, r.modified),
+                    Err(e) => {
+                        self.note_bad(&key, e);
+                        continue;
+                    }
+                },
+            };
+            if self.bad.remove(&key).is_some() {
+                self.bump();
+            }
+            seen.insert(name.clone());
+            if name == self.cfg.name {
+                if record.instance_id != self.cfg.instance_id
+                    && self.nodes.get(&name).is_some_and(|t| t.version != version)
+                {
+                    self.log(Level::Error, format!("another instance ({}) is writing this node's record: two processes run as {}", record.instance_id, self.cfg.name));
+                }
+                continue;
+            }
+            match self.nodes.get_mut(&name) {
+                Some(t) if t.version == version => {}
+                Some(t) => {
+                    t.version = version;
+                    t.record = record;
+                    t.last_change = now.mono;
+                    t.modified = modified;
+                    self.generation += 1;
+                }
+                None => {
+                    self.nodes.insert(
+                        name.clone(),
+                        Tracked {
+                            version,
+                            record,
+                            last_change: now.mono,
+                            modified,
+                        },
+                    );
+                    self.generation += 1;
+                }
+            }
+        }
+        let before = self.nodes.len();
+        self.nodes.retain(|n, _| seen.contains(n));
+        if self.nodes.len() != before {
+            self.bump();
+        }
+        // A planned switchover: a live, eligible node asks for our epoch.
+        if let Some(term) = &self.term
+            && self.releasing.is_none()
+        {
+            let epoch = term.epoch;
+            let t = self.cfg.heartbeat_timeout;
+            let requester = self
+                .nodes
+                .values()
+                .find(|tr| {
+                    tr.record.switchover_request == Some(epoch)
+                        && now.mono < tr.last_change + t
+                        && tr.record.mode.eligible()
+                })
+                .map(|tr| tr.record.name.clone());
+            if let Some(succ) = requester {
+                self.log(
+                    Level::Info,
+                    format!("node {succ} asked for a planned switchover"),
+                );
+                self.start_release(
+                    now.mono,
+                    Some(succ),
+                    AfterRelease::Idle(self.mode.idle_state()),
+                    None,
+                    "planned switchover",
+                );
+            }
+        }
+    }
+
+    fn note_bad(&mut self, key: &str, reason: String) {
+        if self.bad.get(key) != Some(&reason) {
+            self.log(Level::Warn, format!("ignoring bad record {key}: {reason}"));
+            self.bad.insert(key.to_string(), reason);
+            self.bump();
+        }
+    }
+
+    fn on_clear_list(&mut self, now: Now, result: OpResult) {
+        let tickets = std::mem::take(&mut self.pending_clear);
+        match result {
+            Ok(OpOutput::Listed(keys)) => {
+                let master = self.current_master_name(now.mono);
+                let mut names = Vec::new();
+                for key in keys {
+                    if let Some(name) = records::parse_node_key(&key)
+                        && Some(name) != master.as_deref()
+                    {
+                        names.push(name.to_string());
+                    }
+                }
+                for n in &names {
+                    self.tasks.push_front(Task::Delete(n.clone()));
+                }
+                for t in tickets {
+                    self.reply(t, Ok(Reply::Cleared(names.clone())));
+                }
+            }
+            Ok(_) | Err(_) => {
+                for t in tickets {
+                    self.reply(
+                        t,
+                        Err(CommandError::Conflict(
+                            "listing nodes/ failed; try again".into(),
+                        )),
+                    );
+                }
+            }
+        }
+    }
+
+    fn current_master_name(&self, now: Nanos) -> Option<String> {
+        if self.state_at(now) == NodeState::Master {
+            return Some(self.cfg.name.clone());
+        }
+        match &self.obs {
+            Some(LeaseObs { lease: Some(l), .. }) if !l.released => Some(l.holder.clone()),
+            _ => None,
+        }
+    }
+
+    // ----- output helpers ------------------------------------------------------------------
+
+    fn cluster_id(&self) -> &str {
+        self.cluster.as_ref().map_or("", |c| c.cluster_id.as_str())
+    }
+
+    fn bump(&mut self) {
+        self.generation += 1;
+    }
+
+    fn log(&mut self, level: Level, message: String) {
+        self.events.push_back(Event::Log { level, message });
+    }
+
+    fn reply(&mut self, ticket: u64, result: Result<Reply, CommandError>) {
+        self.events.push_back(Event::Reply { ticket, result });
+    }
+
+    fn exit(&mut self, code: i32, message: String) {
+        if self.phase == Phase::Exited {
+            return;
+        }
+        self.phase = Phase::Exited;
+        self.term = None;
+        self.tasks.clear();
+        self.events.push_back(Event::Exit { code, message });
+    }
+
+    fn transition(
+        &mut self,
+        from: NodeState,
+        to: NodeState,
+        epoch: Option<u64>,
+        reason: String,
+    ) -> u64 {
+        let hook = self.next_hook;
+        self.next_hook += 1;
+        let master = match to {
+            NodeState::Master => Some(self.cfg.name.clone()),
+            _ => None,
+        };
+        self.transitions.push_back(Transition {
+            at_ms: 0,
+            from,
+            to,
+            epoch,
+            reason: reason.clone(),
+        });
+        if self.transitions.len() > MAX_TRANSITIONS {
+            self.transitions.pop_front();
+        }
+        self.bump();
+        self.events.push_back(Event::Transition {
+            from,
+            to,
+            epoch,
+            master,
+            reason,
+            hook,
+        });
+        hook
+    }
+
+    /// Stamp wall time on transitions recorded since the last call (the machine reads no clock).
+    fn stamp_transitions(&mut self, wall_ms: i64) {
+        for t in self.transitions.iter_mut().rev() {
+            if t.at_ms != 0 {
+                break;
+            }
+            t.at_ms = wall_ms;
+        }
+    }
+
+    /// The view the HTTP layer serves.
+    pub fn snapshot(&mut self, now: Now) -> Snapshot {
+        self.stamp_transitions(now.wall_ms);
+        let t = self.cfg.heartbeat_timeout;
+        let lease = match (&self.term, &self.own) {
+            (Some(term), Some(own)) => Some(LeaseView {
+                holder: own.record.holder.clone(),
+                instance_id: own.record.instance_id.clone(),
+                epoch: term.epoch,
+                released: false,
+                holder_uri: self.cfg.uri.clone(),
+                stale_at: term.deadline,
+            }),
+            _ => self.obs.as_ref().and_then(|o| {
+                o.lease.as_ref().map(|l| LeaseView {
+                    holder: l.holder.clone(),
+                    instance_id: l.instance_id.clone(),
+                    epoch: l.epoch,
+                    released: l.released,
+                    holder_uri: l.holder_uri.clone(),
+                    stale_at: o.first_returned + t,
+                })
+            }),
+        };
+        let nodes = self
+            .nodes
+            .values()
+            .map(|tr| NodeRow {
+                name: tr.record.name.clone(),
+                instance_id: tr.record.instance_id.clone(),
+                uri: tr.record.uri.clone(),
+                status: tr.record.status,
+                mode: tr.record.mode,
+                priority: tr.record.priority,
+                app_version: tr.record.app_version.clone(),
+                local_timestamp_ms: tr.record.local_timestamp_ms,
+                remote_timestamp: tr.modified,
+                last_change: tr.last_change,
+                stale_at: tr.last_change + t,
+                epoch: tr.record.epoch,
+            })
+            .collect();
+        Snapshot {
+            plane_id: self.cluster_id().to_string(),
+            own_name: self.cfg.name.clone(),
+            own_instance: self.cfg.instance_id.clone(),
+            own_uri: self.cfg.uri.clone(),
+            mode: self.mode,
+            priority: self.priority,
+            app_version: self.cfg.app_version.clone(),
+            base_state: self.base,
+            master_until: self.term.as_ref().map(|t| t.deadline),
+            own_epoch: self.term.as_ref().map(|t| t.epoch),
+            lease,
+            nodes,
+            bad_records: self
+                .bad
+                .iter()
+                .map(|(k, r)| BadRecord {
+                    key: k.clone(),
+                    reason: r.clone(),
+                })
+                .collect(),
+            heartbeat_timeout_ms: t.as_millis() as u64,
+            poll_period_ms: self.cfg.poll_period.as_millis() as u64,
+            storage_errors: self.storage_errors,
+            transitions: self.transitions.iter().cloned().collect(),
+            generation: self.generation,
+        }
+    }
+
+    /// Changes whenever the snapshot would (lets the driver publish only on change).
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+}
+
+fn chrono_ms(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms).map_or_else(|| ms.to_string(), |d| d.to_rfc3339())
+}
+
+/// The election order of DESIGN §2.
+struct Candidate {
+    priority: i64,
+    version: Option<String>,
+    state: NodeState,
+    name: String,
+}
+
+impl Candidate {
+    fn key(&self) -> (i64, u8, VersionKey, u8) {
+        let class = match &self.version {
+            None => 0,
+            Some(v) if v.to_ascii_uppercase().contains("SNAPSHOT") => 1,
+            Some(_) => 2,
+        };
+        let state = match self.state {
+            NodeState::Master => 2,
+            NodeState::HotStandby => 1,
+            _ => 0,
+        };
+        (
+            self.priority,
+            class,
+            VersionKey::new(self.version.as_deref().unwrap_or("")),
+            state,
+        )
+    }
+
+    fn better_than(&self, other: &Candidate) -> bool {
+        match self.key().cmp(&other.key()) {
+            std::cmp::Ordering::Greater => true,
+            std::cmp::Ordering::Less => false,
+            // Lower name wins.
+            std::cmp::Ordering::Equal => self.name < other.name,
+        }
+    }
+}
+
+/// Natural order of version strings: digit runs compare as numbers (v10 > v3.9).
+#[derive(PartialEq, Eq, PartialOrd, Ord)]
+struct VersionKey(Vec<VersionPart>);
+
+#[derive(PartialEq, Eq, PartialOrd, Ord)]
+enum VersionPart {
+    Text(String),
+    Num(u128),
+}
+
+impl VersionKey {
+    fn new(s: &str) -> VersionKey {
+        let mut parts = Vec::new();
+        let mut chars = s.chars().peekable();
+        while let Some(&c) = chars.peek() {
+            let digit = c.is_ascii_digit();
+            let mut run = String::new();
+            while let Some(&c) = chars.peek() {
+                if c.is_ascii_digit() != digit {
+                    break;
+                }
+                run.push(c);
+                chars.next();
+            }
+            parts.push(if digit {
+                VersionPart::Num(run.parse().unwrap_or(u128::MAX))
+            } else {
+                VersionPart::Text(run)
+            });
+        }
+        VersionKey(parts)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn natural_version_order() {
+        assert!(VersionKey::new("v10") > VersionKey::new("v3.9"));
+        assert!(VersionKey::new("1.10.0") > VersionKey::new("1.9.9"));
+        assert!(VersionKey::new("2.0") == VersionKey::new("2.0"));
+    }
+
+    #[test]
+    fn election_order() {
+        let c = |p: i64, v: Option<&str>, s: NodeState, n: &str| Candidate {
+            priority: p,
+            version: v.map(String::from),
+            state: s,
+            name: n.into(),
+        };
+        // Priority first.
+        assert!(c(2, None, NodeState::Standby, "z").better_than(&c(
+            1,
+            Some("9"),
+            NodeState::Master,
+            "a"
+        )));
+        // Release over snapshot over none.
+        assert!(c(0, Some("1.0"), NodeState::Standby, "z").better_than(&c(
+            0,
+            Some("2.0-SNAPSHOT"),
+            NodeState::Standby,
+            "a"
+        )));
+        assert!(
+            c(0, Some("1.0-SNAPSHOT"), NodeState::Standby, "z").better_than(&c(
+                0,
+                None,
+                NodeState::Standby,
+                "a"
+            ))
+        );
+        // Higher version.
+        assert!(c(0, Some("v10"), NodeState::Standby, "z").better_than(&c(
+            0,
+            Some("v3.9"),
+            NodeState::Standby,
+            "a"
+        )));
+        // HOT_STANDBY over STANDBY, then the lower name.
+        assert!(c(0, None, NodeState::HotStandby, "z").better_than(&c(
+            0,
+            None,
+            NodeState::Standby,
+            "a"
+        )));
+        assert!(c(0, None, NodeState::Standby, "a").better_than(&c(
+            0,
+            None,
+            NodeState::Standby,
+            "b"
+        )));
+    }
+}

@@ -162,14 +162,21 @@ mod tests {
     #[test]
     fn states_serialize_as_brooklyn() {
         for s in NodeState::ALL {
-            assert_eq!(serde_json::to_string(&s).unwrap(), format!("\"{}\"", s.as_str()));
+            assert_eq!(
+                serde_json::to_string(&s).unwrap(),
+                format!("\"{}\"", s.as_str())
+            );
         }
     }
 
     #[test]
     fn node_names() {
         assert!(validate_node_name("node-a.1_x").is_ok());
-        assert!(validate_node_name("a b").unwrap_err().contains("whitespace"));
+        assert!(
+            validate_node_name("a b")
+                .unwrap_err()
+                .contains("whitespace")
+        );
         assert!(validate_node_name("").is_err());
         assert!(validate_node_name(".hidden").is_err());
         assert!(validate_node_name("a/b").is_err());

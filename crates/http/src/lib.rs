@@ -1,1 +1,248 @@
-//! HTTP API (work in progress).
+//! tenure's HTTP API (DESIGN §5): Apache Brooklyn's HA endpoints under `/v1/server/ha/…` and
+//! `/ha/…`, Prometheus metrics, basic auth, and the client used by the CLI and for nudges.
+//!
+//! Every answer is computed from the election's [`Snapshot`] at the moment of the request:
+//! MASTER is decided by comparing the lease deadline with the clock, never read from a flag.
+
+mod api;
+pub mod auth;
+pub mod client;
+mod error;
+mod prom;
+mod summary;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{HeaderName, HeaderValue, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::serve::ListenerExt;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tenure_election::{Command, CommandError, Nanos, Snapshot, clock};
+use tokio::sync::{mpsc, oneshot, watch};
+
+pub use auth::{Users, hash_password};
+pub use client::{Client, ClientError, NudgeClient};
+
+use error::ApiError;
+
+/// Largest request body accepted (413 above).
+pub const MAX_BODY: usize = 64 * 1024;
+/// Header carrying the fencing token of the master this node knows of.
+pub const EPOCH_HEADER: &str = "x-ha-epoch";
+const X_HA_EPOCH: HeaderName = HeaderName::from_static(EPOCH_HEADER);
+
+/// Least time between two nudges passed to the driver.
+const NUDGE_GAP: Duration = Duration::from_millis(100);
+
+#[derive(Default)]
+struct NudgeGate {
+    last: Option<Nanos>,
+    pending: bool,
+}
+
+struct Inner {
+    snapshot: watch::Receiver<Arc<Snapshot>>,
+    commands: mpsc::Sender<Command>,
+    users: Option<Users>,
+    public_state: bool,
+    started: Nanos,
+    started_wall_ms: i64,
+    nudges: std::sync::Mutex<NudgeGate>,
+    registry: prometheus_client::registry::Registry,
+}
+
+/// What the handlers share. Cheap to clone.
+#[derive(Clone)]
+pub struct ApiState {
+    inner: Arc<Inner>,
+    command_timeout: Duration,
+}
+
+impl ApiState {
+    pub fn new(
+        snapshot: watch::Receiver<Arc<Snapshot>>,
+        commands: mpsc::Sender<Command>,
+        users: Option<Users>,
+        public_state: bool,
+    ) -> Self {
+        ApiState {
+            inner: Arc::new(Inner {
+                registry: prom::registry(snapshot.clone()),
+                snapshot,
+                commands,
+                users,
+                public_state,
+                started: clock::now(),
+                started_wall_ms: clock::wall_millis(),
+                nudges: std::sync::Mutex::new(NudgeGate::default()),
+            }),
+            command_timeout: Duration::from_secs(60),
+        }
+    }
+
+    /// How long a change request waits for the driver's answer (default 60 s; then 503).
+    pub fn with_command_timeout(mut self, timeout: Duration) -> Self {
+        self.command_timeout = timeout;
+        self
+    }
+
+    /// Passes a nudge on to the driver, at most one per [`NUDGE_GAP`]: nudges need no login,
+    /// so a flood must not turn into a flood of store reads. One arriving within the gap is
+    /// sent when the gap ends (coalesced with any others), so none is lost.
+    fn nudge(&self) {
+        let now = clock::now();
+        let delay = {
+            let mut gate = self.inner.nudges.lock().unwrap_or_else(|e| e.into_inner());
+            match gate.last {
+                Some(last) if now < last + NUDGE_GAP => {
+                    if gate.pending {
+                        return;
+                    }
+                    gate.pending = true;
+                    (last + NUDGE_GAP).since(now)
+                }
+                _ => {
+                    gate.last = Some(now);
+                    Duration::ZERO
+                }
+            }
+        };
+        if delay.is_zero() {
+            // A full queue means a read is already due.
+            let _ = self.inner.commands.try_send(Command::Nudge);
+            return;
+        }
+        let state = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            {
+                let mut gate = state.inner.nudges.lock().unwrap_or_else(|e| e.into_inner());
+                gate.pending = false;
+                gate.last = Some(clock::now());
+            }
+            let _ = state.inner.commands.try_send(Command::Nudge);
+        });
+    }
+
+    fn snapshot(&self) -> Arc<Snapshot> {
+        self.inner.snapshot.borrow().clone()
+    }
+
+    /// Sends a command to the driver and waits for its reply.
+    async fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, CommandError>>) -> Command,
+    ) -> Result<T, ApiError> {
+        let (tx, rx) = oneshot::channel();
+        let cmd = make(tx);
+        let work = async {
+            self.inner
+                .commands
+                .send(cmd)
+                .await
+                .map_err(|_| ApiError::unavailable("the election driver is not running"))?;
+            rx.await
+                .map_err(|_| ApiError::unavailable("the election driver stopped before answering"))?
+                .map_err(ApiError::from)
+        };
+        match tokio::time::timeout(self.command_timeout, work).await {
+            Ok(r) => r,
+            Err(_) => Err(ApiError::new(
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                "timeout",
+                format!(
+                    "the node did not carry out the request within {}",
+                    humantime::format_duration(self.command_timeout)
+                ),
+            )),
+        }
+    }
+}
+
+/// The API's routes, for `/v1/server/ha/…`, `/ha/…` and `/metrics`.
+pub fn router(state: ApiState) -> Router {
+    let ha = Router::new()
+        .route("/state", get(api::get_state).post(api::set_mode))
+        .route("/states", get(api::get_states))
+        .route("/states/clear", post(api::clear_states))
+        .route("/states/clear/node", post(api::clear_node))
+        .route("/master", get(api::get_master))
+        .route("/priority", get(api::get_priority).post(api::set_priority))
+        .route("/metrics", get(api::ha_metrics))
+        .route("/nudge", post(api::nudge));
+    Router::new()
+        .nest("/v1/server/ha", ha.clone())
+        .nest("/ha", ha)
+        .route("/metrics", get(api::prometheus))
+        .fallback(api::not_found)
+        .method_not_allowed_fallback(api::method_not_allowed)
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), finish))
+        .with_state(state)
+}
+
+/// Serves the API on `listener` until `shutdown` completes (then finishes open requests).
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: ApiState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    // Small answers to pollers: do not let Nagle hold them back.
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// Marks a response whose `X-HA-Epoch` was decided by the handler at the same instant as its
+/// body, so the middleware leaves it alone.
+#[derive(Clone, Copy)]
+struct EpochDecided;
+
+/// Runs around every request: the early body-size check, JSON bodies for every error, and the
+/// `X-HA-Epoch` header.
+async fn finish(State(state): State<ApiState>, req: Request, next: Next) -> Response {
+    let too_large = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .is_some_and(|n| n > MAX_BODY as u64);
+    let mut resp = if too_large {
+        ApiError::too_large().into_response()
+    } else {
+        next.run(req).await
+    };
+
+    let status = resp.status();
+    if (status.is_client_error() || status.is_server_error()) && !is_json(&resp) {
+        let mut replaced = ApiError::from_status(status).into_response();
+        for (name, value) in resp.headers() {
+            if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+                replaced.headers_mut().append(name, value.clone());
+            }
+        }
+        resp = replaced;
+    }
+
+    if resp.extensions_mut().remove::<EpochDecided>().is_none() {
+        let snap = state.snapshot();
+        if let Some((_, epoch)) = snap.master_at(clock::now()) {
+            resp.headers_mut()
+                .insert(X_HA_EPOCH, HeaderValue::from(epoch));
+        }
+    }
+    resp
+}
+
+fn is_json(resp: &Response) -> bool {
+    resp.headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"))
+}

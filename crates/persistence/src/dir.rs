@@ -1,1 +1,1285 @@
-//! WIP
+//! The directory backend (local disk or NFS), DESIGN §3 and §4.
+//!
+//! Layout under the root: `cluster.json`, `lease.lock`, `epochs/<n>.json`, `nodes/<name>.json`.
+//! Files are 0600, folders 0700. Every file is opened relative to a directory descriptor with
+//! `O_NOFOLLOW`, and folders with `O_DIRECTORY | O_NOFOLLOW`, so nothing follows a symbolic
+//! link out of the root.
+//!
+//! The lease lives inside `lease.lock`: two fixed-size checksummed slots, read and written
+//! only through the flock'd handle (no rename: on NFS a lock makes only the locked file's
+//! cache coherent). A write goes into the slot not holding the current record, so a torn
+//! write leaves the previous record readable.
+//!
+//! Other records are written to a temporary file and renamed (`put`, `replace`) or hard-linked
+//! (`create`, which fails with EEXIST when the key exists).
+//!
+//! On NFS, Linux emulates `flock` with POSIX byte-range locks, which belong to the *process*:
+//! use one `DirStore` per process there (several in one process do not exclude each other).
+
+use crate::LEASE_KEY;
+use crate::mount::{self, MountInfo};
+use crate::{
+    MAX_RECORD_BYTES, ReadResult, Record, Store, StoreError, Version, validate_key, validate_prefix,
+};
+use std::ffi::{CStr, CString};
+use std::fs::{File, OpenOptions, Permissions, TryLockError};
+use std::io::{self, Read};
+use std::os::fd::{AsRawFd, FromRawFd};
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use xxhash_rust::xxh3::{Xxh3, xxh3_64};
+
+/// The lease's file under the root.
+pub const LEASE_FILE: &str = "lease.lock";
+/// Size of one lease slot; the file holds two, at offsets 0 and 4096.
+pub const LEASE_SLOT_BYTES: usize = 4096;
+const SLOT_HEADER: usize = 32;
+/// The largest lease record a slot can hold.
+pub const LEASE_PAYLOAD_MAX: usize = LEASE_SLOT_BYTES - SLOT_HEADER;
+const LEASE_MAGIC: &[u8; 8] = b"TNRLEAS1";
+
+const NODES: &str = "nodes";
+const EPOCHS: &str = "epochs";
+
+#[derive(Clone, Debug)]
+pub struct DirOptions {
+    /// How long to wait for a flock held by someone else before giving up (default 2s). A
+    /// blocking lock could hang forever behind a stopped process.
+    pub lock_wait: Duration,
+    /// Accept NFS older than v4 (locks through NLM).
+    pub allow_nlm: bool,
+    /// Check the mount options with [`mount::check`] (default true).
+    pub check_mount: bool,
+}
+
+impl Default for DirOptions {
+    fn default() -> Self {
+        DirOptions {
+            lock_wait: Duration::from_secs(2),
+            allow_nlm: false,
+            check_mount: true,
+        }
+    }
+}
+
+pub struct DirStore {
+    /// Canonical at open, so it contains no symbolic link.
+    root: PathBuf,
+    opts: DirOptions,
+    /// The `lease.lock` handle, kept open between calls (and reopened when the path names a
+    /// different file). The mutex also serializes lease operations of this process: flock
+    /// does not exclude two threads using the same open file description.
+    lease: Mutex<Option<File>>,
+    mount: Option<MountInfo>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Small wrappers over the *at() system calls, so every path is resolved relative to a directory
+// descriptor that was itself opened without following links.
+
+fn c_name(name: &str) -> io::Result<CString> {
+    CString::new(name).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
+}
+
+fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r)
+    }
+}
+
+/// An open directory and the path it was opened at (for messages).
+struct Folder {
+    fd: File,
+    path: PathBuf,
+}
+
+impl Folder {
+    /// Open `path` as a directory without following a link in its last component.
+    fn open_path(path: &Path) -> io::Result<Folder> {
+        let fd = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(path)?;
+        Ok(Folder {
+            fd,
+            path: path.to_path_buf(),
+        })
+    }
+
+    fn child_path(&self, name: &str) -> PathBuf {
+        self.path.join(name)
+    }
+
+    fn openat(&self, name: &str, flags: libc::c_int, mode: libc::mode_t) -> io::Result<File> {
+        let c = c_name(name)?;
+        // SAFETY: valid NUL-terminated name and an open directory descriptor; the returned
+        // descriptor is owned by the File.
+        let fd = cvt(unsafe {
+            libc::openat(
+                self.fd.as_raw_fd(),
+                c.as_ptr(),
+                flags | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+                mode as libc::c_uint,
+            )
+        })?;
+        // SAFETY: fd was just returned by openat and is owned by nobody else.
+        Ok(unsafe { File::from_raw_fd(fd) })
+    }
+
+    fn subfolder(&self, name: &str) -> io::Result<Folder> {
+        let fd = self.openat(name, libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
+        Ok(Folder {
+            fd,
+            path: self.child_path(name),
+        })
+    }
+
+    fn mkdir(&self, name: &str) -> io::Result<()> {
+        let c = c_name(name)?;
+        // SAFETY: valid name, open directory descriptor.
+        cvt(unsafe { libc::mkdirat(self.fd.as_raw_fd(), c.as_ptr(), 0o700) })?;
+        Ok(())
+    }
+
+    fn rename(&self, from: &str, to: &str) -> io::Result<()> {
+        let (a, b) = (c_name(from)?, c_name(to)?);
+        let fd = self.fd.as_raw_fd();
+        // SAFETY: valid names, open directory descriptor.
+        cvt(unsafe { libc::renameat(fd, a.as_ptr(), fd, b.as_ptr()) })?;
+        Ok(())
+    }
+
+    fn link(&self, from: &str, to: &str) -> io::Result<()> {
+        let (a, b) = (c_name(from)?, c_name(to)?);
+        let fd = self.fd.as_raw_fd();
+        // SAFETY: valid names, open directory descriptor; flags 0 = do not follow `from`.
+        cvt(unsafe { libc::linkat(fd, a.as_ptr(), fd, b.as_ptr(), 0) })?;
+        Ok(())
+    }
+
+    fn unlink(&self, name: &str) -> io::Result<()> {
+        let c = c_name(name)?;
+        // SAFETY: valid name, open directory descriptor.
+        cvt(unsafe { libc::unlinkat(self.fd.as_raw_fd(), c.as_ptr(), 0) })?;
+        Ok(())
+    }
+
+    /// `lstat` of an entry (a link is described, not followed).
+    fn lstat(&self, name: &str) -> io::Result<libc::stat> {
+        let c = c_name(name)?;
+        // SAFETY: zeroed stat is a valid out-buffer; valid name and descriptor.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        cvt(unsafe {
+            libc::fstatat(
+                self.fd.as_raw_fd(),
+                c.as_ptr(),
+                &mut st,
+                libc::AT_SYMLINK_NOFOLLOW,
+            )
+        })?;
+        Ok(st)
+    }
+
+    /// Make new entries durable. Some filesystems cannot fsync a directory (EINVAL); there
+    /// is nothing better to do there.
+    fn sync(&self) -> Result<(), StoreError> {
+        match self.fd.sync_all() {
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL) | Some(libc::ENOTSUP)) => {
+                Ok(())
+            }
+            r => r.map_err(|e| io_err("sync", &self.path, e)),
+        }
+    }
+
+    /// Names of regular files in this folder (not `.` or `..`).
+    fn regular_files(&self) -> io::Result<Vec<String>> {
+        let mut names = Vec::new();
+        // SAFETY: dup gives fdopendir a descriptor of its own, which closedir closes.
+        let fd = cvt(unsafe { libc::dup(self.fd.as_raw_fd()) })?;
+        let dirp = unsafe { libc::fdopendir(fd) };
+        if dirp.is_null() {
+            let e = io::Error::last_os_error();
+            unsafe { libc::close(fd) };
+            return Err(e);
+        }
+        // The duplicate shares the file offset; start from the beginning.
+        unsafe { libc::rewinddir(dirp) };
+        let result = loop {
+            // SAFETY: errno is thread-local; readdir returns NULL with errno set on error and
+            // NULL with errno unchanged at the end.
+            unsafe { *libc::__errno_location() = 0 };
+            let ent = unsafe { libc::readdir(dirp) };
+            if ent.is_null() {
+                let e = io::Error::last_os_error();
+                break if e.raw_os_error().unwrap_or(0) == 0 {
+                    Ok(())
+                } else {
+                    Err(e)
+                };
+            }
+            // SAFETY: ent points to a valid dirent until the next readdir on dirp.
+            let (name, d_type) = unsafe { (CStr::from_ptr((*ent).d_name.as_ptr()), (*ent).d_type) };
+            let Ok(name) = name.to_str() else { continue };
+            if name == "." || name == ".." {
+                continue;
+            }
+            let regular = match d_type {
+                libc::DT_REG => true,
+                libc::DT_UNKNOWN => self
+                    .lstat(name)
+                    .map(|st| st.st_mode & libc::S_IFMT == libc::S_IFREG)
+                    .unwrap_or(false),
+                _ => false,
+            };
+            if regular {
+                names.push(name.to_string());
+            }
+        };
+        // SAFETY: dirp came from fdopendir and is closed once.
+        unsafe { libc::closedir(dirp) };
+        result.map(|()| names)
+    }
+}
+
+/// Open `name` in `dir` read-write, creating it 0600 if missing. Returns whether it was created.
+fn open_or_create(dir: &Folder, name: &str) -> io::Result<(File, bool)> {
+    for _ in 0..3 {
+        match dir.openat(name, libc::O_RDWR | libc::O_CREAT | libc::O_EXCL, 0o600) {
+            Ok(f) => {
+                // The umask may have removed bits we need; the mode is ours to choose.
+                f.set_permissions(Permissions::from_mode(0o600))?;
+                return Ok((f, true));
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e),
+        }
+        match dir.openat(name, libc::O_RDWR, 0) {
+            Ok(f) => return Ok((f, false)),
+            // Deleted between the two calls: try again.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Err(io::Error::from(io::ErrorKind::NotFound))
+}
+
+fn io_err(op: &str, path: &Path, e: io::Error) -> StoreError {
+    let hint = if e.raw_os_error() == Some(libc::ELOOP) {
+        " (a symbolic link: tenure does not follow links inside the store)"
+    } else {
+        ""
+    };
+    StoreError::Unavailable(format!("{op} {}: {e}{hint}", path.display()))
+}
+
+fn is_regular(meta: &std::fs::Metadata) -> bool {
+    meta.file_type().is_file()
+}
+
+/// A version for something that is not a regular file (link, directory, fifo): changes when
+/// the entry is replaced or modified.
+fn stat_version(mode: u32, ino: u64, size: i64, mtime: i64, mtime_nsec: i64) -> Version {
+    let mut h = Xxh3::new();
+    for v in [mode as i64, ino as i64, size, mtime, mtime_nsec] {
+        h.update(&v.to_le_bytes());
+    }
+    Version(format!("n{:016x}", h.digest()))
+}
+
+static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// `.<name>.<unique>.tmp`: starts with a dot so `list` and `validate_key` never see it; unique
+/// across processes (pid) and threads (counter), and across restarts reusing a pid (time).
+fn temp_name(name: &str) -> String {
+    let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    // Keep the whole name under the 255-byte limit.
+    let short: String = name.chars().take(128).collect();
+    format!(
+        ".{short}.{:x}-{n:x}-{:x}.tmp",
+        std::process::id(),
+        nanos & 0xffff_ffff_ffff
+    )
+}
+
+/// Wait for a flock without ever blocking indefinitely: poll `try_lock` with short sleeps.
+fn flock_polled<'a>(
+    file: &'a File,
+    shared: bool,
+    wait: Duration,
+    path: &Path,
+) -> Result<Flocked<'a>, StoreError> {
+    let start = Instant::now();
+    let mut pause = Duration::from_millis(1);
+    loop {
+        let r = if shared {
+            file.try_lock_shared()
+        } else {
+            file.try_lock()
+        };
+        match r {
+            Ok(()) => return Ok(Flocked(file)),
+            Err(TryLockError::WouldBlock) => {}
+            Err(TryLockError::Error(e)) => return Err(io_err("lock", path, e)),
+        }
+        let elapsed = start.elapsed();
+        if elapsed >= wait {
+            return Err(StoreError::Unavailable(format!(
+                "{} is held by another process for more than {wait:?} (a stopped or hung process \
+                 holding the lock?)",
+                path.display()
+            )));
+        }
+        std::thread::sleep(pause.min(wait - elapsed));
+        pause = (pause * 2).min(Duration::from_millis(20));
+    }
+}
+
+/// Releases the flock when dropped, on every path out of an operation.
+struct Flocked<'a>(&'a File);
+
+impl Drop for Flocked<'_> {
+    fn drop(&mut self) {
+        if let Err(e) = self.0.unlock() {
+            tracing::warn!("unlock failed: {e}");
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Lease slots.
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Slot {
+    /// Missing or all zero bytes: never written.
+    Empty,
+    Valid {
+        generation: u64,
+        checksum: u64,
+        payload: Vec<u8>,
+    },
+    /// Written but unusable (torn write, corruption). `raw_generation` is the generation field
+    /// when the magic matched, so a new write can still number past it.
+    Invalid {
+        raw_generation: Option<u64>,
+        why: &'static str,
+    },
+}
+
+fn slot_checksum(header: &[u8], payload: &[u8]) -> u64 {
+    let mut h = Xxh3::new();
+    h.update(&header[..24]);
+    h.update(payload);
+    h.digest()
+}
+
+fn encode_slot(generation: u64, payload: &[u8]) -> (Vec<u8>, u64) {
+    debug_assert!(payload.len() <= LEASE_PAYLOAD_MAX);
+    let mut buf = vec![0u8; LEASE_SLOT_BYTES];
+    buf[0..8].copy_from_slice(LEASE_MAGIC);
+    buf[8..16].copy_from_slice(&generation.to_le_bytes());
+    buf[16..20].copy_from_slice(&(payload.len() as u32).to_le_bytes());
+    // 20..24 reserved, zero.
+    let checksum = slot_checksum(&buf, payload);
+    buf[24..32].copy_from_slice(&checksum.to_le_bytes());
+    buf[SLOT_HEADER..SLOT_HEADER + payload.len()].copy_from_slice(payload);
+    (buf, checksum)
+}
+
+fn le_u64(b: &[u8]) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[..8]);
+    u64::from_le_bytes(a)
+}
+
+fn decode_slot(buf: &[u8]) -> Slot {
+    if buf.iter().all(|&b| b == 0) {
+        return Slot::Empty;
+    }
+    if buf.len() < SLOT_HEADER {
+        return Slot::Invalid {
+            raw_generation: None,
+            why: "short slot",
+        };
+    }
+    if &buf[..8] != LEASE_MAGIC {
+        return Slot::Invalid {
+            raw_generation: None,
+            why: "bad magic",
+        };
+    }
+    let generation = le_u64(&buf[8..16]);
+    let len = u32::from_le_bytes([buf[16], buf[17], buf[18], buf[19]]) as usize;
+    if len > LEASE_PAYLOAD_MAX || SLOT_HEADER + len > buf.len() {
+        return Slot::Invalid {
+            raw_generation: Some(generation),
+            why: "bad length",
+        };
+    }
+    let checksum = le_u64(&buf[24..32]);
+    let payload = &buf[SLOT_HEADER..SLOT_HEADER + len];
+    if slot_checksum(buf, payload) != checksum {
+        return Slot::Invalid {
+            raw_generation: Some(generation),
+            why: "bad checksum",
+        };
+    }
+    Slot::Valid {
+        generation,
+        checksum,
+        payload: payload.to_vec(),
+    }
+}
+
+/// Both slots of `lease.lock` as read through one handle.
+struct LeaseView {
+    slots: [Slot; 2],
+    raw: Vec<u8>,
+    modified: Option<SystemTime>,
+}
+
+enum Current {
+    Absent,
+    Valid {
+        slot: usize,
+        version: Version,
+        payload: Vec<u8>,
+    },
+    Unreadable {
+        version: Version,
+        reason: String,
+    },
+}
+
+impl LeaseView {
+    fn read(file: &File, path: &Path) -> Result<LeaseView, StoreError> {
+        let mut raw = vec![0u8; 2 * LEASE_SLOT_BYTES];
+        let mut filled = 0;
+        while filled < raw.len() {
+            match file.read_at(&mut raw[filled..], filled as u64) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(io_err("read", path, e)),
+            }
+        }
+        raw.truncate(filled);
+        let slot = |i: usize| {
+            let lo = (i * LEASE_SLOT_BYTES).min(raw.len());
+            let hi = ((i + 1) * LEASE_SLOT_BYTES).min(raw.len());
+            decode_slot(&raw[lo..hi])
+        };
+        let slots = [slot(0), slot(1)];
+        let modified = file.metadata().ok().and_then(|m| m.modified().ok());
+        Ok(LeaseView {
+            slots,
+            raw,
+            modified,
+        })
+    }
+
+    fn current(&self) -> Current {
+        let mut best: Option<(usize, u64, u64, &Vec<u8>)> = None;
+        for (i, s) in self.slots.iter().enumerate() {
+            if let Slot::Valid {
+                generation,
+                checksum,
+                payload,
+            } = s
+                && best.is_none_or(|(_, g, _, _)| *generation > g)
+            {
+                best = Some((i, *generation, *checksum, payload));
+            }
+        }
+        if let Some((slot, generation, checksum, payload)) = best {
+            return Current::Valid {
+                slot,
+                version: Version(format!("g{generation}-{checksum:016x}")),
+                payload: payload.clone(),
+            };
+        }
+        if self.raw.iter().all(|&b| b == 0) {
+            return Current::Absent;
+        }
+        let why = |s: &Slot| match s {
+            Slot::Empty => "empty",
+            Slot::Valid { .. } => "valid",
+            Slot::Invalid { why, .. } => why,
+        };
+        Current::Unreadable {
+            version: Version(format!("x{:016x}", xxh3_64(&self.raw))),
+            reason: format!(
+                "no valid lease slot (slot 0: {}, slot 1: {})",
+                why(&self.slots[0]),
+                why(&self.slots[1])
+            ),
+        }
+    }
+
+    /// The generation for the next write: past every generation seen, valid or not, so a
+    /// version never repeats even after a corrupted slot is rewritten.
+    fn next_generation(&self) -> Option<u64> {
+        let mut valid = 0u64;
+        let mut raw = 0u64;
+        for s in &self.slots {
+            match s {
+                Slot::Valid { generation, .. } => valid = valid.max(*generation),
+                Slot::Invalid {
+                    raw_generation: Some(g),
+                    ..
+                } => raw = raw.max(*g),
+                _ => {}
+            }
+        }
+        // A garbage generation field near u64::MAX must not make the lease unwritable.
+        valid
+            .max(raw)
+            .checked_add(1)
+            .or_else(|| valid.checked_add(1))
+    }
+}
+
+enum Cond<'a> {
+    Create,
+    Replace(&'a Version),
+    Any,
+}
+
+// ---------------------------------------------------------------------------------------------
+
+fn split_key(key: &str) -> (Option<&str>, &str) {
+    match key.split_once('/') {
+        Some((folder, name)) => (Some(folder), name),
+        None => (None, key),
+    }
+}
+
+fn open_error(root: &Path, doing: &str, path: &Path, e: &io::Error) -> String {
+    let (what, fix) = match e.kind() {
+        io::ErrorKind::PermissionDenied => (
+            "permission denied".to_string(),
+            "make the directory writable by this user or choose another --store",
+        ),
+        io::ErrorKind::ReadOnlyFilesystem => (
+            "read-only file system".to_string(),
+            "mount it read-write or choose another --store",
+        ),
+        io::ErrorKind::StorageFull => (
+            "no space left".to_string(),
+            "free some space or choose another --store",
+        ),
+        io::ErrorKind::NotADirectory => (
+            "not a directory".to_string(),
+            "every component of the path must be a directory; choose another --store",
+        ),
+        _ if e.raw_os_error() == Some(libc::ELOOP) => (
+            "symbolic link".to_string(),
+            "replace the link with a real directory or file: tenure never follows links inside the store",
+        ),
+        _ => (e.to_string(), "check the path or choose another --store"),
+    };
+    format!(
+        "cannot use store {}: {what} {doing} {} — {fix}",
+        root.display(),
+        path.display()
+    )
+}
+
+impl DirStore {
+    /// Open (and if needed create) a store at `root`. Checks the mount, that it can write, and
+    /// that flock works. The error names the path and the fix.
+    pub fn open(root: &Path, opts: DirOptions) -> Result<DirStore, String> {
+        if !root.exists() {
+            let mut b = std::fs::DirBuilder::new();
+            std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o700);
+            b.recursive(true)
+                .create(root)
+                .map_err(|e| open_error(root, "creating", root, &e))?;
+            std::fs::set_permissions(root, Permissions::from_mode(0o700))
+                .map_err(|e| open_error(root, "setting the mode of", root, &e))?;
+        }
+        let canonical = root
+            .canonicalize()
+            .map_err(|e| open_error(root, "resolving", root, &e))?;
+        let meta = std::fs::metadata(&canonical)
+            .map_err(|e| open_error(root, "reading", &canonical, &e))?;
+        if !meta.is_dir() {
+            return Err(format!(
+                "cannot use store {}: it is not a directory — choose a directory for --store",
+                root.display()
+            ));
+        }
+        let mount = if opts.check_mount {
+            let info = mount::check(&canonical, opts.allow_nlm)?;
+            if let Some(note) = &info.note {
+                tracing::warn!("{note}");
+            }
+            Some(info)
+        } else {
+            None
+        };
+        let top = Folder::open_path(&canonical)
+            .map_err(|e| open_error(root, "opening", &canonical, &e))?;
+        for name in [NODES, EPOCHS] {
+            let path = top.child_path(name);
+            match top.lstat(name) {
+                Ok(st) if st.st_mode & libc::S_IFMT == libc::S_IFDIR => {}
+                Ok(st) if st.st_mode & libc::S_IFMT == libc::S_IFLNK => {
+                    return Err(format!(
+                        "cannot use store {}: {} is a symbolic link — replace it with a real \
+                         directory: tenure never follows links inside the store",
+                        root.display(),
+                        path.display()
+                    ));
+                }
+                Ok(_) => {
+                    return Err(format!(
+                        "cannot use store {}: {} is not a directory — remove it or choose \
+                         another --store",
+                        root.display(),
+                        path.display()
+                    ));
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    match top.mkdir(name) {
+                        Ok(()) => {}
+                        // Another node created it at the same moment.
+                        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                        Err(e) => return Err(open_error(root, "creating", &path, &e)),
+                    }
+                    let sub = top
+                        .subfolder(name)
+                        .map_err(|e| open_error(root, "opening", &path, &e))?;
+                    sub.fd
+                        .set_permissions(Permissions::from_mode(0o700))
+                        .map_err(|e| open_error(root, "setting the mode of", &path, &e))?;
+                }
+                Err(e) => return Err(open_error(root, "reading", &path, &e)),
+            }
+        }
+        let store = DirStore {
+            root: canonical,
+            opts,
+            lease: Mutex::new(None),
+            mount,
+        };
+        // Can we write (and sync) in every folder?
+        for folder in [None, Some(NODES), Some(EPOCHS)] {
+            let dir = match folder {
+                None => Folder::open_path(&store.root),
+                Some(f) => top.subfolder(f),
+            }
+            .map_err(|e| open_error(root, "opening", &top.child_path(folder.unwrap_or("")), &e))?;
+            let name = temp_name("probe");
+            let path = dir.child_path(&name);
+            let probe = (|| {
+                let mut f =
+                    dir.openat(&name, libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL, 0o600)?;
+                io::Write::write_all(&mut f, b"tenure write probe\n")?;
+                f.sync_all()?;
+                dir.unlink(&name)
+            })();
+            if let Err(e) = probe {
+                let _ = dir.unlink(&name);
+                return Err(open_error(root, "writing", &path, &e));
+            }
+        }
+        // Does flock work here? WouldBlock is fine (a running master holds it); an error such
+        // as ENOLCK means the filesystem cannot lock and the lease would not be exclusive.
+        {
+            let lease_path = store.root.join(LEASE_FILE);
+            let mut guard = store.lease_guard();
+            let file = store.lease_handle(&mut guard).map_err(|e| {
+                format!(
+                    "cannot use store {}: {e} — check the path or choose another --store",
+                    root.display()
+                )
+            })?;
+            match file.try_lock_shared() {
+                Ok(()) => {
+                    let _ = file.unlock();
+                }
+                Err(TryLockError::WouldBlock) => {}
+                Err(TryLockError::Error(e)) => {
+                    return Err(format!(
+                        "cannot use store {}: flock on {} failed: {e} — the filesystem does not \
+                         support locking (NFS mounted with nolock?); remount with locking or \
+                         choose another --store",
+                        root.display(),
+                        lease_path.display()
+                    ));
+                }
+            }
+        }
+        Ok(store)
+    }
+
+    /// The canonical root.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The mount the store is on, when the mount was checked.
+    pub fn mount_info(&self) -> Option<&MountInfo> {
+        self.mount.as_ref()
+    }
+
+    fn top(&self) -> Result<Folder, StoreError> {
+        Folder::open_path(&self.root).map_err(|e| io_err("open", &self.root, e))
+    }
+
+    /// The folder holding `key`'s file; `Ok(None)` when it does not exist (and `create` is
+    /// false).
+    fn folder(&self, folder: Option<&str>, create: bool) -> Result<Option<Folder>, StoreError> {
+        let top = self.top()?;
+        let Some(name) = folder else {
+            return Ok(Some(top));
+        };
+        let path = top.child_path(name);
+        match top.subfolder(name) {
+            Ok(f) => Ok(Some(f)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound && create => {
+                match top.mkdir(name) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                    Err(e) => return Err(io_err("mkdir", &path, e)),
+                }
+                let f = top.subfolder(name).map_err(|e| io_err("open", &path, e))?;
+                f.fd.set_permissions(Permissions::from_mode(0o700))
+                    .map_err(|e| io_err("chmod", &path, e))?;
+                top.sync()?;
+                Ok(Some(f))
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io_err("open", &path, e)),
+        }
+    }
+
+    fn check_key(key: &str) -> Result<(), StoreError> {
+        validate_key(key)?;
+        if key == LEASE_FILE {
+            // Writing it as a plain record would replace the lock file.
+            return Err(StoreError::InvalidKey(format!(
+                "{key}: reserved for the lease"
+            )));
+        }
+        Ok(())
+    }
+
+    // --- the lease ---------------------------------------------------------------------------
+
+    fn lease_guard(&self) -> MutexGuard<'_, Option<File>> {
+        self.lease.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The open `lease.lock`, reopened if the path now names a different file (replaced or
+    /// deleted by someone): a lock on a stale inode would exclude nobody.
+    fn lease_handle<'g>(&self, slot: &'g mut Option<File>) -> Result<&'g File, StoreError> {
+        let path = self.root.join(LEASE_FILE);
+        let top = self.top()?;
+        let fresh = match slot.as_ref() {
+            None => false,
+            Some(f) => {
+                let held = f.metadata().map_err(|e| io_err("stat", &path, e))?;
+                match top.lstat(LEASE_FILE) {
+                    Ok(st) => st.st_dev == held.dev() && st.st_ino == held.ino(),
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => false,
+                    Err(e) => return Err(io_err("stat", &path, e)),
+                }
+            }
+        };
+        if !fresh {
+            *slot = None;
+            let (file, created) =
+                open_or_create(&top, LEASE_FILE).map_err(|e| io_err("open", &path, e))?;
+            let meta = file.metadata().map_err(|e| io_err("stat", &path, e))?;
+            if !is_regular(&meta) {
+                return Err(StoreError::Unavailable(format!(
+                    "open {}: not a regular file",
+                    path.display()
+                )));
+            }
+            if created {
+                top.sync()?;
+            }
+            *slot = Some(file);
+        }
+        Ok(slot.as_ref().expect("set above"))
+    }
+
+    /// Run `f` with the lease file flock'd (shared or exclusive) through a handle that is
+    /// still the file at the path once the lock is held.
+    fn with_lease_locked<T>(
+        &self,
+        exclusive: bool,
+        f: impl FnOnce(&File, &Path) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let path = self.root.join(LEASE_FILE);
+        let mut guard = self.lease_guard();
+        for _ in 0..3 {
+            let file = self.lease_handle(&mut guard)?;
+            let lock = flock_polled(file, !exclusive, self.opts.lock_wait, &path)?;
+            // The file may have been replaced while we waited for the lock.
+            let held = file.metadata().map_err(|e| io_err("stat", &path, e))?;
+            let still = match self.top()?.lstat(LEASE_FILE) {
+                Ok(st) => st.st_dev == held.dev() && st.st_ino == held.ino(),
+                Err(_) => false,
+            };
+            if still {
+                return f(file, &path);
+            }
+            drop(lock);
+            *guard = None;
+        }
+        Err(StoreError::Unavailable(format!(
+            "{} keeps being replaced by another process",
+            path.display()
+        )))
+    }
+
+    fn lease_read(&self) -> Result<ReadResult, StoreError> {
+        self.with_lease_locked(false, |file, path| {
+            let view = LeaseView::read(file, path)?;
+            Ok(match view.current() {
+                Current::Absent => ReadResult::Absent,
+                Current::Valid {
+                    version, payload, ..
+                } => ReadResult::Present(Record {
+                    bytes: payload,
+                    version,
+                    modified: view.modified,
+                }),
+                Current::Unreadable { version, reason } => ReadResult::Unreadable {
+                    version,
+                    reason: format!("{}: {reason}", path.display()),
+                },
+            })
+        })
+    }
+
+    fn lease_write(&self, bytes: &[u8], cond: Cond<'_>) -> Result<Version, StoreError> {
+        if bytes.len() > LEASE_PAYLOAD_MAX {
+            return Err(StoreError::Unavailable(format!(
+                "lease record of {} bytes exceeds the {LEASE_PAYLOAD_MAX}-byte slot",
+                bytes.len()
+            )));
+        }
+        self.with_lease_locked(true, |file, path| {
+            let view = LeaseView::read(file, path)?;
+            let current = view.current();
+            let current_version = match &current {
+                Current::Absent => None,
+                Current::Valid { version, .. } | Current::Unreadable { version, .. } => {
+                    Some(version)
+                }
+            };
+            match (&cond, current_version) {
+                (Cond::Any, _) | (Cond::Create, None) => {}
+                (Cond::Create, Some(v)) => {
+                    return Err(StoreError::Conflict(format!("lease exists (version {v})")));
+                }
+                (Cond::Replace(expected), None) => {
+                    return Err(StoreError::Conflict(format!(
+                        "lease is absent, expected version {expected}"
+                    )));
+                }
+                (Cond::Replace(expected), Some(v)) if v != *expected => {
+                    return Err(StoreError::Conflict(format!(
+                        "lease is at version {v}, expected {expected}"
+                    )));
+                }
+                (Cond::Replace(_), Some(_)) => {}
+            }
+            // Never overwrite the slot holding the current record: a torn write must leave it.
+            let target = match current {
+                Current::Valid { slot, .. } => 1 - slot,
+                _ => 0,
+            };
+            let generation = view.next_generation().ok_or_else(|| {
+                StoreError::Unavailable(format!(
+                    "{}: lease generation counter exhausted",
+                    path.display()
+                ))
+            })?;
+            let (slot, checksum) = encode_slot(generation, bytes);
+            file.write_all_at(&slot, (target * LEASE_SLOT_BYTES) as u64)
+                .map_err(|e| io_err("write", path, e))?;
+            file.sync_data().map_err(|e| io_err("sync", path, e))?;
+            Ok(Version(format!("g{generation}-{checksum:016x}")))
+        })
+    }
+
+    // --- other records -----------------------------------------------------------------------
+
+    fn read_record(dir: &Folder, name: &str) -> Result<ReadResult, StoreError> {
+        let path = dir.child_path(name);
+        // O_NONBLOCK: opening a fifo planted in the store must not hang.
+        let mut file = match dir.openat(name, libc::O_RDONLY | libc::O_NONBLOCK, 0) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(ReadResult::Absent),
+            Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+                let st = dir.lstat(name).map_err(|e| io_err("stat", &path, e))?;
+                return Ok(ReadResult::Unreadable {
+                    version: stat_version(
+                        st.st_mode,
+                        st.st_ino,
+                        st.st_size,
+                        st.st_mtime,
+                        st.st_mtime_nsec,
+                    ),
+                    reason: format!("{} is a symbolic link (not followed)", path.display()),
+                });
+            }
+            Err(e) => return Err(io_err("open", &path, e)),
+        };
+        let meta = file.metadata().map_err(|e| io_err("stat", &path, e))?;
+        if !is_regular(&meta) {
+            return Ok(ReadResult::Unreadable {
+                version: stat_version(
+                    meta.mode(),
+                    meta.ino(),
+                    meta.size() as i64,
+                    meta.mtime(),
+                    meta.mtime_nsec(),
+                ),
+                reason: format!("{} is not a regular file", path.display()),
+            });
+        }
+        let oversized = |size: u64, head: &[u8]| {
+            let mut h = Xxh3::new();
+            h.update(&size.to_le_bytes());
+            h.update(&meta.mtime().to_le_bytes());
+            h.update(&meta.mtime_nsec().to_le_bytes());
+            h.update(head);
+            ReadResult::Unreadable {
+                version: Version(format!("o{:016x}", h.digest())),
+                reason: format!(
+                    "{}: record of {size} bytes exceeds the 64 KiB limit",
+                    path.display()
+                ),
+            }
+        };
+        if meta.size() > MAX_RECORD_BYTES as u64 {
+            // Only the first bytes: never read a huge file whole.
+            let mut head = vec![0u8; 4096];
+            let n = file
+                .read_at(&mut head, 0)
+                .map_err(|e| io_err("read", &path, e))?;
+            return Ok(oversized(meta.size(), &head[..n]));
+        }
+        let mut bytes = Vec::with_capacity(meta.size() as usize);
+        (&mut file)
+            .take(MAX_RECORD_BYTES as u64 + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|e| io_err("read", &path, e))?;
+        if bytes.len() > MAX_RECORD_BYTES {
+            // It grew after the stat.
+            let head = bytes[..4096].to_vec();
+            return Ok(oversized(bytes.len() as u64, &head));
+        }
+        let version = content_version(&bytes);
+        Ok(ReadResult::Present(Record {
+            bytes,
+            version,
+            modified: meta.modified().ok(),
+        }))
+    }
+
+    /// Write `bytes` to a new temporary file in `dir`, synced. The caller renames or links it.
+    fn write_temp(dir: &Folder, name: &str, bytes: &[u8]) -> Result<(String, File), StoreError> {
+        let target = dir.child_path(name);
+        let temp = temp_name(name);
+        let result = (|| {
+            let mut f = dir.openat(&temp, libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL, 0o600)?;
+            f.set_permissions(Permissions::from_mode(0o600))?;
+            io::Write::write_all(&mut f, bytes)?;
+            f.sync_all()?;
+            Ok(f)
+        })();
+        match result {
+            Ok(f) => Ok((temp, f)),
+            Err(e) => {
+                let _ = dir.unlink(&temp);
+                Err(io_err("write", &target, e))
+            }
+        }
+    }
+
+    fn write_renamed(dir: &Folder, name: &str, bytes: &[u8]) -> Result<Version, StoreError> {
+        let (temp, _file) = Self::write_temp(dir, name, bytes)?;
+        if let Err(e) = dir.rename(&temp, name) {
+            let _ = dir.unlink(&temp);
+            return Err(io_err("rename", &dir.child_path(name), e));
+        }
+        dir.sync()?;
+        Ok(content_version(bytes))
+    }
+}
+
+fn content_version(bytes: &[u8]) -> Version {
+    Version(format!("h{:016x}", xxh3_64(bytes)))
+}
+
+impl Store for DirStore {
+    fn read(&self, key: &str) -> Result<ReadResult, StoreError> {
+        Self::check_key(key)?;
+        if key == LEASE_KEY {
+            return self.lease_read();
+        }
+        let (folder, name) = split_key(key);
+        match self.folder(folder, false)? {
+            None => Ok(ReadResult::Absent),
+            Some(dir) => Self::read_record(&dir, name),
+        }
+    }
+
+    fn create(&self, key: &str, bytes: &[u8]) -> Result<Version, StoreError> {
+        Self::check_key(key)?;
+        if key == LEASE_KEY {
+            return self.lease_write(bytes, Cond::Create);
+        }
+        let (folder, name) = split_key(key);
+        let dir = self.folder(folder, true)?.expect("created");
+        let target = dir.child_path(name);
+        let (temp, file) = Self::write_temp(&dir, name, bytes)?;
+        // link() fails with EEXIST when the key exists: an atomic create-if-absent, also on
+        // NFS. A retransmitted link can report an error although it worked; the temp file's
+        // link count tells (the classic NFS lock-file check).
+        let linked = match dir.link(&temp, name) {
+            Ok(()) => Ok(()),
+            Err(e) => match file.metadata() {
+                Ok(m) if m.nlink() >= 2 => Ok(()),
+                _ => Err(e),
+            },
+        };
+        let _ = dir.unlink(&temp);
+        match linked {
+            Ok(()) => {
+                dir.sync()?;
+                Ok(content_version(bytes))
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                Err(StoreError::Conflict(format!("{} exists", target.display())))
+            }
+            Err(e) => Err(io_err("link", &target, e)),
+        }
+    }
+
+    fn replace(&self, key: &str, bytes: &[u8], expected: &Version) -> Result<Version, StoreError> {
+        Self::check_key(key)?;
+        if key == LEASE_KEY {
+            return self.lease_write(bytes, Cond::Replace(expected));
+        }
+        let (folder, name) = split_key(key);
+        let Some(dir) = self.folder(folder, false)? else {
+            return Err(StoreError::Conflict(format!(
+                "{key} is absent, expected version {expected}"
+            )));
+        };
+        // A sidecar lock makes read-compare-rename atomic among replacers.
+        let lock_name = format!(".{name}.lock");
+        let lock_path = dir.child_path(&lock_name);
+        for _ in 0..3 {
+            let (lock_file, _) =
+                open_or_create(&dir, &lock_name).map_err(|e| io_err("open", &lock_path, e))?;
+            let lock = flock_polled(&lock_file, false, self.opts.lock_wait, &lock_path)?;
+            // Someone may have deleted the sidecar while we waited: then our lock is on an
+            // orphan and excludes nobody.
+            let held = lock_file
+                .metadata()
+                .map_err(|e| io_err("stat", &lock_path, e))?;
+            match dir.lstat(&lock_name) {
+                Ok(st) if st.st_dev == held.dev() && st.st_ino == held.ino() => {}
+                _ => {
+                    drop(lock);
+                    continue;
+                }
+            }
+            let current = match Self::read_record(&dir, name)? {
+                ReadResult::Absent => {
+                    return Err(StoreError::Conflict(format!(
+                        "{key} is absent, expected version {expected}"
+                    )));
+                }
+                ReadResult::Present(r) => r.version,
+                ReadResult::Unreadable { version, .. } => version,
+            };
+            if current != *expected {
+                return Err(StoreError::Conflict(format!(
+                    "{key} is at version {current}, expected {expected}"
+                )));
+            }
+            let v = Self::write_renamed(&dir, name, bytes);
+            drop(lock);
+            return v;
+        }
+        Err(StoreError::Unavailable(format!(
+            "{} keeps being replaced by another process",
+            lock_path.display()
+        )))
+    }
+
+    fn put(&self, key: &str, bytes: &[u8]) -> Result<Version, StoreError> {
+        Self::check_key(key)?;
+        if key == LEASE_KEY {
+            return self.lease_write(bytes, Cond::Any);
+        }
+        let (folder, name) = split_key(key);
+        let dir = self.folder(folder, true)?.expect("created");
+        Self::write_renamed(&dir, name, bytes)
+    }
+
+    fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        validate_prefix(prefix)?;
+        let folder = prefix.strip_suffix('/');
+        let Some(dir) = self.folder(folder, false)? else {
+            return Ok(Vec::new());
+        };
+        let names = dir
+            .regular_files()
+            .map_err(|e| io_err("list", &dir.path, e))?;
+        let mut keys = Vec::new();
+        for name in names {
+            if name.starts_with('.') || validate_key(&name).is_err() {
+                continue;
+            }
+            let key = match folder {
+                None if name == LEASE_FILE => {
+                    // The lock file always exists; the lease only once it has been written.
+                    match dir.lstat(&name) {
+                        Ok(st) if st.st_size > 0 => LEASE_KEY.to_string(),
+                        _ => continue,
+                    }
+                }
+                // A stray file literally named "lease" is not the lease in this backend.
+                None if name == LEASE_KEY => continue,
+                None => name,
+                Some(f) => format!("{f}/{name}"),
+            };
+            keys.push(key);
+        }
+        keys.sort();
+        keys.dedup();
+        Ok(keys)
+    }
+
+    fn delete(&self, key: &str) -> Result<(), StoreError> {
+        Self::check_key(key)?;
+        if key == LEASE_KEY {
+            return Err(StoreError::InvalidKey(format!(
+                "{key}: the lease cannot be deleted (its lock file provides mutual exclusion)"
+            )));
+        }
+        let (folder, name) = split_key(key);
+        let Some(dir) = self.folder(folder, false)? else {
+            return Ok(());
+        };
+        match dir.unlink(name) {
+            Ok(()) => dir.sync(),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io_err("delete", &dir.child_path(name), e)),
+        }
+    }
+
+    fn describe(&self) -> String {
+        format!("dir:{}", self.root.display())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slot_round_trip() {
+        let (buf, sum) = encode_slot(7, b"hello");
+        assert_eq!(buf.len(), LEASE_SLOT_BYTES);
+        assert_eq!(
+            decode_slot(&buf),
+            Slot::Valid {
+                generation: 7,
+                checksum: sum,
+                payload: b"hello".to_vec()
+            }
+        );
+        let (buf, _) = encode_slot(1, &[0xab; LEASE_PAYLOAD_MAX]);
+        assert!(matches!(decode_slot(&buf), Slot::Valid { .. }));
+    }
+
+    #[test]
+    fn slot_checksum_covers_header_and_payload() {
+        let (buf, _) = encode_slot(7, b"hello");
+        for i in [0, 8, 16, 20, 24, 32, 36] {
+            let mut b = buf.clone();
+            b[i] ^= 1;
+            assert!(
+                matches!(decode_slot(&b), Slot::Invalid { .. }),
+                "flip at {i}"
+            );
+        }
+        // Padding is not covered.
+        let mut b = buf.clone();
+        b[4000] = 9;
+        assert!(matches!(decode_slot(&b), Slot::Valid { .. }));
+    }
+
+    #[test]
+    fn slot_edge_cases_do_not_panic() {
+        assert_eq!(decode_slot(&[]), Slot::Empty);
+        assert_eq!(decode_slot(&[0; 100]), Slot::Empty);
+        assert!(matches!(
+            decode_slot(&[1; 10]),
+            Slot::Invalid {
+                raw_generation: None,
+                ..
+            }
+        ));
+        let (buf, _) = encode_slot(3, b"abc");
+        assert!(matches!(
+            decode_slot(&buf[..33]),
+            Slot::Invalid {
+                raw_generation: Some(3),
+                ..
+            }
+        ));
+        let mut b = buf.clone();
+        b[16..20].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(matches!(
+            decode_slot(&b),
+            Slot::Invalid {
+                why: "bad length",
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn next_generation_survives_garbage() {
+        let (a, _) = encode_slot(5, b"x");
+        let mut b = encode_slot(u64::MAX, b"y").0;
+        b[32] ^= 1; // bad checksum, raw generation u64::MAX
+        let view = LeaseView {
+            slots: [decode_slot(&a), decode_slot(&b)],
+            raw: vec![],
+            modified: None,
+        };
+        assert_eq!(view.next_generation(), Some(6));
+    }
+
+    #[test]
+    fn temp_names_are_hidden_and_unique() {
+        let a = temp_name("a.json");
+        let b = temp_name("a.json");
+        assert!(a.starts_with(".a.json.") && a.ends_with(".tmp"));
+        assert_ne!(a, b);
+        assert!(temp_name(&"x".repeat(255)).len() < 255);
+    }
+}

@@ -10,15 +10,19 @@
 //! Every backend is synchronous; [`IoThread`] runs one on a dedicated thread with at most one
 //! operation in flight and a deadline on every call, so a hung filesystem never blocks the
 //! election loop.
+//!
+//! Backends: [`DirStore`] (local disk or NFS, flock), [`MemoryStore`] (tests, with fault
+//! injection). [`conformance`] is the one suite every backend must pass.
 
+pub mod conformance;
 mod dir;
 mod io_thread;
 mod memory;
 pub mod mount;
 
-// pub use dir::DirStore;
-// pub use io_thread::IoThread;
-// pub use memory::MemoryStore;
+pub use dir::{DirOptions, DirStore, LEASE_FILE, LEASE_PAYLOAD_MAX, LEASE_SLOT_BYTES};
+pub use io_thread::IoThread;
+pub use memory::MemoryStore;
 
 use std::time::SystemTime;
 
@@ -86,7 +90,10 @@ pub enum ReadResult {
     Absent,
     Present(Record),
     /// The record exists but is unusable; `version` changes when the bytes change.
-    Unreadable { version: Version, reason: String },
+    Unreadable {
+        version: Version,
+        reason: String,
+    },
 }
 
 pub trait Store: Send + Sync + 'static {
@@ -129,4 +136,18 @@ pub fn validate_key(key: &str) -> Result<(), StoreError> {
         }
     }
     Ok(())
+}
+
+/// Validate a prefix for [`Store::list`]: `""` (the top level) or one key component followed
+/// by `/` (`"nodes/"`, `"epochs/"`).
+pub fn validate_prefix(prefix: &str) -> Result<(), StoreError> {
+    if prefix.is_empty() {
+        return Ok(());
+    }
+    match prefix.strip_suffix('/') {
+        Some(folder) if !folder.contains('/') => {
+            validate_key(folder).map_err(|_| StoreError::InvalidKey(prefix.to_string()))
+        }
+        _ => Err(StoreError::InvalidKey(prefix.to_string())),
+    }
 }

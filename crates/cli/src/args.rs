@@ -1,0 +1,342 @@
+//! Command-line flags. Every flag of `run` can also come from `TENURE_<FLAG>` and from a JSON
+//! `--config` file; precedence is flag, then environment, then file, then default.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+use std::time::Duration;
+use tenure_election::Mode;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "tenure",
+    version,
+    about = "Keeps exactly one node of a cluster MASTER, using only a shared directory",
+    long_about = "tenure keeps exactly one node of a cluster in the MASTER role, using nothing but a shared \
+storage location (a local or NFS-mounted directory) to coordinate. Run `tenure run` beside the \
+application on every node; ask any node `GET /v1/server/ha/state`.",
+    args_override_self = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Cmd {
+    /// Run the coordinator (the daemon) on this node.
+    Run(Box<RunArgs>),
+    /// Print a node's state (MASTER, STANDBY, ...).
+    State(QueryArgs),
+    /// Print the whole cluster as a node sees it (JSON).
+    States(QueryArgs),
+    /// Ask a node to become master: a planned switchover from the current master.
+    Promote(QueryArgs),
+    /// Ask the master to hand the lease over and become a standby.
+    Demote(QueryArgs),
+    /// Read a password on standard input and print its hash for a --users file.
+    HashPassword,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct QueryArgs {
+    /// The node's HTTP address.
+    #[arg(long, env = "TENURE_URL", default_value = "http://127.0.0.1:8081")]
+    pub url: String,
+    /// Credentials for a node started with --users, as user:password.
+    #[arg(short = 'u', long = "user", env = "TENURE_USER")]
+    pub user: Option<String>,
+    /// How long to wait for the node.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub timeout: Duration,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct RunArgs {
+    /// This node's name: unique in the cluster, letters, digits, '.', '_' and '-' only.
+    #[arg(long, env = "TENURE_NODE_NAME")]
+    pub node_name: Option<String>,
+
+    /// What this node may be: auto, master, standby, hot-standby, hot-backup or disabled
+    /// (Brooklyn spellings such as HOT_STANDBY are accepted).
+    #[arg(long, env = "TENURE_MODE", default_value = "auto", value_parser = parse_mode)]
+    pub mode: Mode,
+
+    /// The shared store: a directory path (or file:///path), the same on every node.
+    #[arg(long, env = "TENURE_STORE")]
+    pub store: Option<String>,
+
+    /// Address for the HTTP API.
+    #[arg(long, env = "TENURE_BIND", default_value = "127.0.0.1:8081")]
+    pub bind: String,
+
+    /// How other nodes reach this one (default: http://<bind>, the host name if bound to all
+    /// addresses).
+    #[arg(long, env = "TENURE_NODE_URI")]
+    pub node_uri: Option<String>,
+
+    /// T: a master whose lease stands still this long is presumed dead. Cluster-wide.
+    #[arg(long, env = "TENURE_HEARTBEAT_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub heartbeat_timeout: Duration,
+
+    /// p: how often each node reads and writes the store.
+    #[arg(long, env = "TENURE_POLL_PERIOD", default_value = "1s", value_parser = parse_duration)]
+    pub poll_period: Duration,
+
+    /// D: a renewal confirmed in time keeps the master for this long [default: 2/3 of T].
+    #[arg(long, env = "TENURE_RENEW_DEADLINE", value_parser = parse_duration)]
+    pub renew_deadline: Option<Duration>,
+
+    /// G: the longest a demote hook may run [default: T/6].
+    #[arg(long, env = "TENURE_DEMOTE_GRACE", value_parser = parse_duration)]
+    pub demote_grace: Option<Duration>,
+
+    /// Deadline of one storage call [default: p, between 100ms and 5s].
+    #[arg(long, env = "TENURE_STORAGE_TIMEOUT", value_parser = parse_duration)]
+    pub storage_timeout: Option<Duration>,
+
+    /// ρ: the bound on clock-rate differences, e.g. 1% or 0.01. Cluster-wide.
+    #[arg(long, env = "TENURE_CLOCK_DRIFT", default_value = "1%", value_parser = parse_drift)]
+    pub clock_drift: u32,
+
+    /// Election priority: higher wins an election (it never pre-empts a live master).
+    #[arg(
+        long,
+        env = "TENURE_PRIORITY",
+        default_value_t = 0,
+        allow_negative_numbers = true
+    )]
+    pub priority: i64,
+
+    /// This node's application version: newer releases win elections.
+    #[arg(long, env = "TENURE_APP_VERSION")]
+    pub app_version: Option<String>,
+
+    /// JSON users file for basic auth (see `tenure hash-password`). Without it, reads are open
+    /// and every change is refused.
+    #[arg(long, env = "TENURE_USERS")]
+    pub users: Option<PathBuf>,
+
+    /// Leave GET …/ha/state and …/ha/master open without credentials (for health checkers
+    /// that cannot send any).
+    #[arg(long, env = "TENURE_PUBLIC_STATE")]
+    pub public_state: bool,
+
+    /// Let a standby or hot-standby start while no master holds the lease.
+    #[arg(long, env = "TENURE_ALLOW_NO_MASTER")]
+    pub allow_no_master: bool,
+
+    /// Accept an NFS mount older than v4 (locking through NLM).
+    #[arg(long, env = "TENURE_ALLOW_NLM")]
+    pub allow_nlm: bool,
+
+    /// Command run (with sh -c) when this node becomes MASTER.
+    #[arg(long, env = "TENURE_ON_PROMOTE")]
+    pub on_promote: Option<String>,
+
+    /// Command run when this node stops being MASTER; it must finish within the demote grace.
+    #[arg(long, env = "TENURE_ON_DEMOTE")]
+    pub on_demote: Option<String>,
+
+    /// Command run on every state change.
+    #[arg(long, env = "TENURE_ON_CHANGE")]
+    pub on_change: Option<String>,
+
+    /// A JSON file with any of these settings, keyed by flag name (e.g. "node-name").
+    #[arg(long, env = "TENURE_CONFIG")]
+    pub config: Option<PathBuf>,
+
+    /// Log format on standard error.
+    #[arg(long, env = "TENURE_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s.trim())
+        .map_err(|e| format!("{e}: give a duration such as 500ms, 2s or 1m"))
+}
+
+fn parse_mode(s: &str) -> Result<Mode, String> {
+    s.parse::<Mode>().map_err(|e| e.to_string())
+}
+
+/// `1%`, `0.5%` or a fraction `0.01`, as parts per million.
+fn parse_drift(s: &str) -> Result<u32, String> {
+    let s = s.trim();
+    let frac = if let Some(p) = s.strip_suffix('%') {
+        p.trim().parse::<f64>().map(|v| v / 100.0)
+    } else {
+        s.parse::<f64>()
+    }
+    .map_err(|_| {
+        format!(
+            "{s:?} is not a drift bound: give a percentage such as 1% or a fraction such as 0.01"
+        )
+    })?;
+    if !(0.0..0.5).contains(&frac) {
+        return Err(format!("clock drift {s} is out of range: give 0% to 10%"));
+    }
+    Ok((frac * 1e6).round() as u32)
+}
+
+/// Merge a JSON `--config` file into the arguments: each key becomes `--key value` placed
+/// before the real arguments (so flags win, since later occurrences override), skipping keys
+/// whose environment variable is set (so the environment wins over the file).
+pub fn expand_config(args: Vec<String>) -> Result<Vec<String>, String> {
+    if args.get(1).map(String::as_str) != Some("run") {
+        return Ok(args);
+    }
+    let mut path: Option<String> = std::env::var("TENURE_CONFIG").ok();
+    let mut i = 2;
+    while i < args.len() {
+        if args[i] == "--config" {
+            path = args.get(i + 1).cloned();
+            i += 1;
+        } else if let Some(p) = args[i].strip_prefix("--config=") {
+            path = Some(p.to_string());
+        }
+        i += 1;
+    }
+    let Some(path) = path else { return Ok(args) };
+    let text =
+        std::fs::read_to_string(&path).map_err(|e| format!("cannot read --config {path}: {e}"))?;
+    let map: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&text)
+        .map_err(|e| format!("--config {path} is not a JSON object of settings: {e}"))?;
+    let mut injected = Vec::new();
+    for (key, value) in map {
+        let flag = key.replace('_', "-");
+        if flag == "config" {
+            continue;
+        }
+        if !RUN_FLAGS.contains(&flag.as_str()) {
+            return Err(format!(
+                "--config {path}: unknown setting {key:?}; settings are the flags of `tenure run` without dashes, e.g. \"node-name\""
+            ));
+        }
+        let env = format!("TENURE_{}", flag.replace('-', "_").to_uppercase());
+        if std::env::var_os(&env).is_some() {
+            continue;
+        }
+        match value {
+            serde_json::Value::Bool(true) => injected.push(format!("--{flag}")),
+            serde_json::Value::Bool(false) | serde_json::Value::Null => {}
+            serde_json::Value::String(s) => {
+                injected.push(format!("--{flag}"));
+                injected.push(s);
+            }
+            serde_json::Value::Number(n) => {
+                injected.push(format!("--{flag}"));
+                injected.push(n.to_string());
+            }
+            other => {
+                return Err(format!(
+                    "--config {path}: setting {key:?} must be a string, number or boolean, not {other}"
+                ));
+            }
+        }
+    }
+    let mut out = Vec::with_capacity(args.len() + injected.len());
+    out.extend_from_slice(&args[..2]);
+    out.extend(injected);
+    out.extend_from_slice(&args[2..]);
+    Ok(out)
+}
+
+const RUN_FLAGS: &[&str] = &[
+    "node-name",
+    "mode",
+    "store",
+    "bind",
+    "node-uri",
+    "heartbeat-timeout",
+    "poll-period",
+    "renew-deadline",
+    "demote-grace",
+    "storage-timeout",
+    "clock-drift",
+    "priority",
+    "app-version",
+    "users",
+    "public-state",
+    "allow-no-master",
+    "allow-nlm",
+    "on-promote",
+    "on-demote",
+    "on-change",
+    "log-format",
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn run_flags_match_the_config_keys() {
+        let cmd = Cli::command();
+        let run = cmd.find_subcommand("run").unwrap();
+        let mut flags: Vec<String> = run
+            .get_arguments()
+            .filter_map(|a| a.get_long().map(String::from))
+            .filter(|f| f != "config" && f != "help")
+            .collect();
+        flags.sort();
+        let mut known: Vec<String> = RUN_FLAGS.iter().map(|s| s.to_string()).collect();
+        known.sort();
+        assert_eq!(flags, known);
+    }
+
+    #[test]
+    fn drift_parsing() {
+        assert_eq!(parse_drift("1%").unwrap(), 10_000);
+        assert_eq!(parse_drift("0.5%").unwrap(), 5_000);
+        assert_eq!(parse_drift("0.02").unwrap(), 20_000);
+        assert!(parse_drift("60%").is_err());
+        assert!(parse_drift("lots").is_err());
+    }
+
+    #[test]
+    fn config_file_sits_between_env_and_flags() {
+        let dir = std::env::temp_dir().join(format!("tenure-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("c.json");
+        std::fs::write(&path, r#"{"node-name": "from-file", "poll_period": "2s", "public-state": true, "priority": 3}"#).unwrap();
+        let args: Vec<String> = [
+            "tenure",
+            "run",
+            "--config",
+            path.to_str().unwrap(),
+            "--priority",
+            "5",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let out = expand_config(args).unwrap();
+        let cli = Cli::try_parse_from(&out).unwrap();
+        let Cmd::Run(r) = cli.command else { panic!() };
+        assert_eq!(r.node_name.as_deref(), Some("from-file"));
+        assert_eq!(r.poll_period, Duration::from_secs(2));
+        assert!(r.public_state);
+        assert_eq!(
+            r.priority, 5,
+            "a flag on the command line wins over the file"
+        );
+        std::fs::write(&path, r#"{"no-such-flag": 1}"#).unwrap();
+        let args: Vec<String> = ["tenure", "run", "--config", path.to_str().unwrap()]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        assert!(expand_config(args).unwrap_err().contains("unknown setting"));
+    }
+}

@@ -1,0 +1,250 @@
+//! `tenure run`: validate the configuration, open the store, serve HTTP and drive the election.
+
+use crate::args::{LogFormat, RunArgs};
+use crate::hooks::ShellHooks;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tenure_election::config::Config;
+use tenure_election::driver::Driver;
+use tenure_election::machine::{Machine, Now};
+use tenure_election::{Command, Snapshot, clock, types};
+use tenure_persistence::{DirOptions, DirStore, Store};
+use tokio::sync::{mpsc, watch};
+use tracing::Instrument;
+
+/// Exit codes: 0 clean shutdown, 1 refused to run or failed, 2 usage/configuration error.
+const USAGE: u8 = 2;
+const REFUSED: u8 = 1;
+
+fn usage(msg: impl std::fmt::Display) -> u8 {
+    eprintln!("tenure run: {msg}");
+    USAGE
+}
+
+pub fn main(a: RunArgs) -> u8 {
+    init_logging(a.log_format);
+    let Some(name) = a.node_name.clone() else {
+        return usage(
+            "--node-name is required: every node needs a unique name, e.g. --node-name node-a",
+        );
+    };
+    if let Err(e) = types::validate_node_name(&name) {
+        return usage(e);
+    }
+    let Some(store_arg) = a.store.clone() else {
+        return usage(
+            "--store is required: the directory every node shares, e.g. --store /srv/tenure",
+        );
+    };
+    let bind: SocketAddr = match a.bind.parse() {
+        Ok(b) => b,
+        Err(_) => {
+            return usage(format!(
+                "--bind {:?} is not an address: give host:port such as 127.0.0.1:8081",
+                a.bind
+            ));
+        }
+    };
+    let t = a.heartbeat_timeout;
+    let p = a.poll_period;
+    let cfg = Config {
+        name: name.clone(),
+        instance_id: uuid::Uuid::new_v4().to_string(),
+        uri: a.node_uri.clone().unwrap_or_else(|| default_uri(bind)),
+        mode: a.mode,
+        heartbeat_timeout: t,
+        poll_period: p,
+        renew_deadline: a
+            .renew_deadline
+            .unwrap_or_else(|| Config::default_renew_deadline(t)),
+        demote_grace: a
+            .demote_grace
+            .unwrap_or_else(|| Config::default_demote_grace(t)),
+        storage_timeout: a
+            .storage_timeout
+            .unwrap_or_else(|| Config::default_storage_timeout(p)),
+        clock_drift_ppm: a.clock_drift,
+        priority: a.priority,
+        app_version: a.app_version.clone(),
+        allow_no_master: a.allow_no_master,
+        new_cluster_id: uuid::Uuid::new_v4().to_string(),
+    };
+    if let Err(e) = cfg.validate_timings() {
+        return usage(e);
+    }
+    let users = match &a.users {
+        None => None,
+        Some(path) => match tenure_http::Users::load(path) {
+            Ok(u) => Some(u),
+            Err(e) => return usage(format!("--users {}: {e}", path.display())),
+        },
+    };
+    let store: Arc<dyn Store> = match open_store(&store_arg, &a, cfg.storage_timeout) {
+        Ok(s) => s,
+        Err((code, msg)) => {
+            eprintln!("tenure run: {msg}");
+            return code;
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("tenure")
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("tenure run: cannot start the runtime: {e}");
+            return REFUSED;
+        }
+    };
+    runtime.block_on(serve(cfg, store, bind, users, a))
+}
+
+async fn serve(
+    cfg: Config,
+    store: Arc<dyn Store>,
+    bind: SocketAddr,
+    users: Option<tenure_http::Users>,
+    a: RunArgs,
+) -> u8 {
+    let listener = match tokio::net::TcpListener::bind(bind).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!(
+                "tenure run: cannot listen on {bind}: {e}; choose another --bind or stop what holds the port"
+            );
+            return REFUSED;
+        }
+    };
+    let name = cfg.name.clone();
+    let span = tracing::info_span!("tenure", node = %name);
+    tracing::info!(parent: &span, "serving the HA API on http://{bind} (node URI {}), store {}", cfg.uri, store.describe());
+
+    let initial = Snapshot::initializing(&cfg.name, &cfg.instance_id, &cfg.uri, cfg.mode);
+    let (snap_tx, snap_rx) = watch::channel(Arc::new(initial));
+    let (cmd_tx, cmd_rx) = mpsc::channel::<Command>(64);
+    let peers: Arc<dyn tenure_election::driver::Peers> = match tenure_http::NudgeClient::new() {
+        Ok(c) => Arc::new(c),
+        Err(e) => {
+            tracing::warn!(parent: &span, "nudges disabled: {e}");
+            Arc::new(tenure_election::driver::NoPeers)
+        }
+    };
+    let hooks = Arc::new(ShellHooks {
+        on_promote: a.on_promote.clone(),
+        on_demote: a.on_demote.clone(),
+        on_change: a.on_change.clone(),
+        limit: cfg.demote_grace,
+    });
+    let now = Now {
+        mono: clock::now(),
+        wall_ms: clock::wall_millis(),
+    };
+    let machine = Machine::new(cfg, now);
+    let driver = Driver::new(machine, store, snap_tx, cmd_rx, peers, hooks);
+
+    let api = tenure_http::ApiState::new(snap_rx, cmd_tx.clone(), users, a.public_state);
+    let (stop_http_tx, mut stop_http_rx) = watch::channel(false);
+    let http = tokio::spawn(
+        async move {
+            let shutdown = async move {
+                let _ = stop_http_rx.wait_for(|s| *s).await;
+            };
+            if let Err(e) = tenure_http::serve(listener, api, shutdown).await {
+                tracing::error!("HTTP server failed: {e}");
+            }
+        }
+        .instrument(span.clone()),
+    );
+    tokio::spawn(signals(cmd_tx).instrument(span.clone()));
+
+    let exit = driver.run().instrument(span.clone()).await;
+    let _ = stop_http_tx.send(true);
+    // Let in-flight answers finish, but never hang the exit on a slow client.
+    let _ = tokio::time::timeout(Duration::from_secs(2), http).await;
+    if exit.code == 0 {
+        tracing::info!(parent: &span, "{}", exit.message);
+    } else {
+        tracing::error!(parent: &span, "{}", exit.message);
+        eprintln!("tenure run: {}", exit.message);
+    }
+    exit.code.clamp(0, 255) as u8
+}
+
+/// SIGTERM/SIGINT ask for a graceful release; a second signal exits at once.
+async fn signals(cmd_tx: mpsc::Sender<Command>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers");
+        return;
+    };
+    let mut count = 0;
+    loop {
+        let which = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        };
+        count += 1;
+        if count == 1 {
+            tracing::info!("{which}: releasing the lease if held, then exiting");
+            let _ = cmd_tx.send(Command::Shutdown).await;
+        } else {
+            tracing::warn!("{which} again: exiting at once");
+            std::process::exit(130);
+        }
+    }
+}
+
+fn open_store(arg: &str, a: &RunArgs, lock_wait: Duration) -> Result<Arc<dyn Store>, (u8, String)> {
+    let path = if let Some(p) = arg.strip_prefix("file://") {
+        PathBuf::from(p)
+    } else if let Some((scheme, _)) = arg.split_once("://") {
+        return Err((
+            USAGE,
+            format!(
+                "--store {arg}: the {scheme}:// backend is not available in this build; use a directory path (local disk or an NFS mount)"
+            ),
+        ));
+    } else {
+        PathBuf::from(arg)
+    };
+    // A lock held longer than one storage call is a stopped or hung peer: give up within the
+    // call's own deadline rather than keep the I/O thread busy.
+    let opts = DirOptions {
+        allow_nlm: a.allow_nlm,
+        lock_wait,
+        ..DirOptions::default()
+    };
+    DirStore::open(&path, opts)
+        .map(|s| Arc::new(s) as Arc<dyn Store>)
+        .map_err(|e| (REFUSED, e))
+}
+
+fn default_uri(bind: SocketAddr) -> String {
+    if bind.ip().is_unspecified() {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_else(|_| "localhost".into());
+        format!("http://{host}:{}", bind.port())
+    } else {
+        format!("http://{bind}")
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("TENURE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}

@@ -1,0 +1,163 @@
+//! Per-node configuration and the safety inequality (DESIGN §3.4).
+
+use crate::types::Mode;
+use std::time::Duration;
+
+/// Answer-latency margin M in the safety inequality.
+pub const ANSWER_MARGIN: Duration = Duration::from_millis(100);
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub name: String,
+    /// Fresh per process start.
+    pub instance_id: String,
+    /// Where other nodes reach this one (`http://host:port`).
+    pub uri: String,
+    pub mode: Mode,
+    /// T: a lease version that stands still this long is presumed dead.
+    pub heartbeat_timeout: Duration,
+    /// p: one round of store I/O per period.
+    pub poll_period: Duration,
+    /// D: a confirmed renewal started at s keeps this node MASTER until s + D.
+    pub renew_deadline: Duration,
+    /// G: the longest a demote hook may run.
+    pub demote_grace: Duration,
+    /// Deadline of one storage call.
+    pub storage_timeout: Duration,
+    /// ρ in parts per million.
+    pub clock_drift_ppm: u32,
+    pub priority: i64,
+    pub app_version: Option<String>,
+    pub allow_no_master: bool,
+    /// The cluster id to use if this node creates the cluster.
+    pub new_cluster_id: String,
+}
+
+impl Config {
+    /// Defaults derived from T as DESIGN.md states them: D = 2/3 T, G = T/6.
+    pub fn default_renew_deadline(t: Duration) -> Duration {
+        t * 2 / 3
+    }
+    pub fn default_demote_grace(t: Duration) -> Duration {
+        t / 6
+    }
+    /// Default storage call deadline: a poll period, at least 100 ms, at most 5 s.
+    pub fn default_storage_timeout(p: Duration) -> Duration {
+        p.clamp(Duration::from_millis(100), Duration::from_secs(5))
+    }
+
+    /// Check the timings against the safety inequality `(D + G)(1+ρ) + M < T(1−ρ)` and the
+    /// liveness rule `D ≥ 2p + storage timeout`. The message gives the numbers.
+    pub fn validate_timings(&self) -> Result<(), String> {
+        let t = self.heartbeat_timeout;
+        let p = self.poll_period;
+        let d = self.renew_deadline;
+        let g = self.demote_grace;
+        let st = self.storage_timeout;
+        let rho = self.clock_drift_ppm as f64 / 1e6;
+        if p.is_zero() || t.is_zero() || d.is_zero() {
+            return Err(
+                "--heartbeat-timeout, --poll-period and --renew-deadline must be positive".into(),
+            );
+        }
+        if rho >= 0.5 {
+            return Err(format!(
+                "clock drift bound ρ = {rho} is not plausible; use at most 0.1 (10%)"
+            ));
+        }
+        let lhs = (d + g).as_secs_f64() * (1.0 + rho) + ANSWER_MARGIN.as_secs_f64();
+        let rhs = t.as_secs_f64() * (1.0 - rho);
+        if lhs >= rhs {
+            return Err(format!(
+                "unsafe timings: (renew deadline D {} + demote grace G {})·(1+ρ {rho}) + margin {} = {:.3}s must be below heartbeat timeout T {}·(1−ρ) = {:.3}s; lower --renew-deadline/--demote-grace or raise --heartbeat-timeout",
+                fmt(d),
+                fmt(g),
+                fmt(ANSWER_MARGIN),
+                lhs,
+                fmt(t),
+                rhs
+            ));
+        }
+        if d < 2 * p + st {
+            return Err(format!(
+                "renew deadline D {} must be at least 2 × poll period {} + storage timeout {} = {}, or one slow write demotes the master; raise --renew-deadline (and --heartbeat-timeout) or lower --poll-period",
+                fmt(d),
+                fmt(p),
+                fmt(st),
+                fmt(2 * p + st)
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn fmt(d: Duration) -> String {
+    humanize(d)
+}
+
+/// `1.5s`, `200ms`: short human durations for messages.
+pub fn humanize(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms >= 1000 && ms % 100 == 0 {
+        let s = d.as_secs_f64();
+        if s.fract() == 0.0 {
+            format!("{}s", s as u64)
+        } else {
+            format!("{s:.1}s")
+        }
+    } else if ms >= 1 {
+        format!("{ms}ms")
+    } else {
+        format!("{}µs", d.as_micros())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(t: u64, p: u64, d: u64, g: u64) -> Config {
+        Config {
+            name: "a".into(),
+            instance_id: "i".into(),
+            uri: "http://127.0.0.1:1".into(),
+            mode: Mode::Auto,
+            heartbeat_timeout: Duration::from_millis(t),
+            poll_period: Duration::from_millis(p),
+            renew_deadline: Duration::from_millis(d),
+            demote_grace: Duration::from_millis(g),
+            storage_timeout: Config::default_storage_timeout(Duration::from_millis(p)),
+            clock_drift_ppm: 10_000,
+            priority: 0,
+            app_version: None,
+            allow_no_master: false,
+            new_cluster_id: "c".into(),
+        }
+    }
+
+    #[test]
+    fn defaults_are_safe() {
+        for (t, p) in [(30_000, 1_000), (2_000, 200), (1_000, 100), (10_000, 5_000)] {
+            let tt = Duration::from_millis(t);
+            let c = cfg(
+                t,
+                p,
+                Config::default_renew_deadline(tt).as_millis() as u64,
+                Config::default_demote_grace(tt).as_millis() as u64,
+            );
+            assert!(
+                c.validate_timings().is_ok(),
+                "T={t} p={p}: {:?}",
+                c.validate_timings()
+            );
+        }
+    }
+
+    #[test]
+    fn unsafe_timings_are_refused_with_numbers() {
+        let e = cfg(2_000, 200, 1_900, 333).validate_timings().unwrap_err();
+        assert!(e.contains("unsafe timings") && e.contains("1.9s"), "{e}");
+        let e = cfg(2_000, 500, 1_000, 100).validate_timings().unwrap_err();
+        assert!(e.contains("at least 2 × poll period"), "{e}");
+    }
+}

@@ -1,0 +1,329 @@
+//! The handlers and the access checks they declare as extractors.
+
+use crate::error::{ApiError, JSON};
+use crate::summary::{known_epoch, summarize};
+use crate::{ApiState, EpochDecided, X_HA_EPOCH, prom};
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{FromRequestParts, RawQuery, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use std::borrow::Cow;
+use tenure_election::types::validate_node_name;
+use tenure_election::{Command, Mode, NodeState, clock};
+
+// ---- access ----
+
+/// Reads (every GET): open without `--users`, else reader or admin.
+pub(crate) struct CanRead;
+/// `GET …/ha/state` and `…/ha/master`: like [`CanRead`], but open with `--public-state`.
+pub(crate) struct CanReadState;
+/// Changes: admin only; refused outright without `--users`.
+pub(crate) struct CanChange;
+
+async fn login(state: &ApiState, parts: &Parts) -> Result<Option<crate::auth::Role>, ApiError> {
+    let Some(users) = &state.inner.users else {
+        return Ok(None);
+    };
+    let authorization = parts
+        .headers
+        .get(header::AUTHORIZATION)
+        .map(HeaderValue::as_bytes);
+    match users.authenticate(authorization).await {
+        Ok((_, role)) => Ok(Some(role)),
+        Err(_) => Err(ApiError::unauthorized()),
+    }
+}
+
+impl FromRequestParts<ApiState> for CanRead {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &ApiState) -> Result<Self, ApiError> {
+        login(state, parts).await.map(|_| CanRead)
+    }
+}
+
+impl FromRequestParts<ApiState> for CanReadState {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &ApiState) -> Result<Self, ApiError> {
+        if state.inner.public_state {
+            return Ok(CanReadState);
+        }
+        login(state, parts).await.map(|_| CanReadState)
+    }
+}
+
+impl FromRequestParts<ApiState> for CanChange {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &ApiState) -> Result<Self, ApiError> {
+        match login(state, parts).await? {
+            None => Err(ApiError::forbidden(
+                "changes are disabled: this node was started without --users; restart it with --users FILE (a user with role admin may then make changes)",
+            )),
+            Some(crate::auth::Role::Admin) => Ok(CanChange),
+            Some(crate::auth::Role::Reader) => Err(ApiError::forbidden(
+                "this user has role reader; changes need role admin",
+            )),
+        }
+    }
+}
+
+// ---- helpers ----
+
+fn quoted(s: NodeState) -> &'static str {
+    match s {
+        NodeState::Initializing => "\"INITIALIZING\"",
+        NodeState::Standby => "\"STANDBY\"",
+        NodeState::HotStandby => "\"HOT_STANDBY\"",
+        NodeState::HotBackup => "\"HOT_BACKUP\"",
+        NodeState::Master => "\"MASTER\"",
+        NodeState::Failed => "\"FAILED\"",
+        NodeState::Terminated => "\"TERMINATED\"",
+    }
+}
+
+/// A JSON state string with a static body (the hot path allocates no body).
+fn state_body(status: StatusCode, s: NodeState) -> Response {
+    let mut resp = Response::new(Body::from(quoted(s)));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(header::CONTENT_TYPE, JSON);
+    resp
+}
+
+/// The state answer with its epoch header, both decided at one instant.
+fn state_now(state: &ApiState, master_only: bool) -> Response {
+    let snap = state.snapshot();
+    let now = clock::now();
+    let s = snap.state_at(now);
+    let code = if master_only && s != NodeState::Master {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
+    let mut resp = state_body(code, s);
+    if let Some((_, epoch)) = snap.master_at(now) {
+        resp.headers_mut()
+            .insert(X_HA_EPOCH, HeaderValue::from(epoch));
+    }
+    resp.extensions_mut().insert(EpochDecided);
+    resp
+}
+
+fn json_response(value: &impl serde::Serialize) -> Response {
+    match serde_json::to_vec(value) {
+        Ok(body) => ([(header::CONTENT_TYPE, JSON)], body).into_response(),
+        Err(_) => ApiError::from_status(StatusCode::INTERNAL_SERVER_ERROR).into_response(),
+    }
+}
+
+fn body_error(e: BytesRejection) -> ApiError {
+    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::too_large()
+    } else {
+        ApiError::bad_request("the request body could not be read")
+    }
+}
+
+/// A form field from the body (`application/x-www-form-urlencoded`) or else the query string,
+/// as Brooklyn's clients send either.
+fn field(query: &Option<String>, body: &[u8], name: &str) -> Option<String> {
+    let find = |bytes: &[u8]| {
+        form_urlencoded::parse(bytes)
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.into_owned())
+    };
+    find(body).or_else(|| query.as_deref().and_then(|q| find(q.as_bytes())))
+}
+
+fn required(
+    query: &Option<String>,
+    body: &[u8],
+    name: &str,
+    hint: &'static str,
+) -> Result<String, ApiError> {
+    field(query, body, name)
+        .ok_or_else(|| ApiError::bad_request(format!("missing form field {name}: {hint}")))
+}
+
+/// User input echoed in an error, cut to a sane length.
+fn echo(s: &str) -> Cow<'_, str> {
+    if s.chars().count() <= 64 {
+        Cow::Borrowed(s)
+    } else {
+        Cow::Owned(s.chars().take(64).chain("…".chars()).collect())
+    }
+}
+
+// ---- handlers ----
+
+pub(crate) async fn get_state(_: CanReadState, State(state): State<ApiState>) -> Response {
+    state_now(&state, false)
+}
+
+pub(crate) async fn get_master(_: CanReadState, State(state): State<ApiState>) -> Response {
+    state_now(&state, true)
+}
+
+pub(crate) async fn set_mode(
+    _: CanChange,
+    State(state): State<ApiState>,
+    RawQuery(query): RawQuery,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let body = body.map_err(body_error)?;
+    let raw = required(
+        &query,
+        &body,
+        "mode",
+        "mode=auto, master, standby, hot-standby, hot-backup or disabled",
+    )?;
+    let mode: Mode = raw.parse().map_err(|_| {
+        ApiError::bad_request(format!(
+            "unknown mode {:?}: use auto, master, standby, hot-standby, hot-backup or disabled (Brooklyn spellings such as HOT_STANDBY are accepted)",
+            echo(&raw)
+        ))
+    })?;
+    let previous = state.ask(|reply| Command::SetMode { mode, reply }).await?;
+    Ok(state_body(StatusCode::OK, previous))
+}
+
+pub(crate) async fn get_states(_: CanRead, State(state): State<ApiState>) -> Response {
+    let snap = state.snapshot();
+    json_response(&summarize(&snap, clock::now()))
+}
+
+pub(crate) async fn get_priority(_: CanRead, State(state): State<ApiState>) -> Response {
+    json_response(&state.snapshot().priority)
+}
+
+pub(crate) async fn set_priority(
+    _: CanChange,
+    State(state): State<ApiState>,
+    RawQuery(query): RawQuery,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let body = body.map_err(body_error)?;
+    let raw = required(
+        &query,
+        &body,
+        "priority",
+        "priority=<integer>, e.g. priority=10",
+    )?;
+    let priority: i64 = raw.trim().parse().map_err(|_| {
+        ApiError::bad_request(format!(
+            "priority {:?} is not an integer: give e.g. priority=10",
+            echo(&raw)
+        ))
+    })?;
+    let previous = state
+        .ask(|reply| Command::SetPriority { priority, reply })
+        .await?;
+    Ok(json_response(&previous))
+}
+
+pub(crate) async fn clear_states(
+    _: CanChange,
+    State(state): State<ApiState>,
+) -> Result<Response, ApiError> {
+    let cleared = state.ask(|reply| Command::ClearStates { reply }).await?;
+    Ok(json_response(&serde_json::json!({ "cleared": cleared })))
+}
+
+pub(crate) async fn clear_node(
+    _: CanChange,
+    State(state): State<ApiState>,
+    RawQuery(query): RawQuery,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let body = body.map_err(body_error)?;
+    let name = required(&query, &body, "nodeId", "nodeId=<node name>")?;
+    validate_node_name(&name).map_err(|_| {
+        ApiError::bad_request(format!(
+            "nodeId {:?} is not a node name: use 1 to 64 letters, digits, '.', '_' or '-'",
+            echo(&name)
+        ))
+    })?;
+    let cleared = name.clone();
+    state
+        .ask(|reply| Command::ClearNode { name, reply })
+        .await?;
+    Ok(json_response(&serde_json::json!({ "cleared": [cleared] })))
+}
+
+#[derive(serde::Serialize)]
+struct TransitionView<'a> {
+    at: i64,
+    from: NodeState,
+    to: NodeState,
+    epoch: Option<u64>,
+    reason: &'a str,
+}
+
+pub(crate) async fn ha_metrics(_: CanRead, State(state): State<ApiState>) -> Response {
+    const MAX_TRANSITIONS: usize = 200;
+    let snap = state.snapshot();
+    let now = clock::now();
+    let st = snap.state_at(now);
+    let uptime = now.since(state.inner.started);
+    let skip = snap.transitions.len().saturating_sub(MAX_TRANSITIONS);
+    let transitions: Vec<TransitionView> = snap.transitions[skip..]
+        .iter()
+        .map(|t| TransitionView {
+            at: t.at_ms,
+            from: t.from,
+            to: t.to,
+            epoch: t.epoch,
+            reason: &t.reason,
+        })
+        .collect();
+    let body = serde_json::json!({
+        "state": st,
+        "planeId": snap.plane_id,
+        "nodeId": snap.own_name,
+        "instanceId": snap.own_instance,
+        "mode": snap.mode,
+        "priority": snap.priority,
+        "masterId": snap.master_at(now).map_or("", |(n, _)| n),
+        "epoch": known_epoch(&snap, now),
+        "uptime": humantime::format_duration(std::time::Duration::from_secs(uptime.as_secs())).to_string(),
+        "uptimeMs": u64::try_from(uptime.as_millis()).unwrap_or(u64::MAX),
+        "startTimeUtc": state.inner.started_wall_ms,
+        "currentTimeUtc": clock::wall_millis(),
+        "heartbeatTimeoutMs": snap.heartbeat_timeout_ms,
+        "pollPeriodMs": snap.poll_period_ms,
+        "storageErrors": snap.storage_errors,
+        "badRecords": snap.bad_records.len(),
+        "transitions": transitions,
+    });
+    json_response(&body)
+}
+
+pub(crate) async fn prometheus(_: CanRead, State(state): State<ApiState>) -> Response {
+    match prom::encode(&state.inner.registry) {
+        Ok(text) => (
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                ),
+            )],
+            text,
+        )
+            .into_response(),
+        Err(_) => ApiError::from_status(StatusCode::INTERNAL_SERVER_ERROR).into_response(),
+    }
+}
+
+/// Open to all: a nudge only makes this node read the store sooner; it carries nothing to obey.
+pub(crate) async fn nudge(State(state): State<ApiState>) -> StatusCode {
+    state.nudge();
+    StatusCode::ACCEPTED
+}
+
+pub(crate) async fn not_found() -> ApiError {
+    ApiError::from_status(StatusCode::NOT_FOUND)
+}
+
+pub(crate) async fn method_not_allowed() -> ApiError {
+    ApiError::from_status(StatusCode::METHOD_NOT_ALLOWED)
+}

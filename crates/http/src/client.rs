@@ -1,0 +1,228 @@
+//! The client side: operator commands (`tenure state|states|promote|demote`) and node-to-node
+//! nudges.
+
+use std::time::Duration;
+use tenure_election::driver::Peers;
+use tenure_election::{Mode, NodeState};
+
+/// A failed call, worded for the operator.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot connect to {url}: is tenure running there? ({detail})")]
+    Connect { url: String, detail: String },
+    #[error("{url} did not answer within {}", humantime::format_duration(*timeout))]
+    Timeout { url: String, timeout: Duration },
+    #[error("{url} asks for a login: give -u user:password")]
+    LoginRequired { url: String },
+    #[error("{url} refused the login: check the user and password given with -u")]
+    LoginRefused { url: String },
+    /// Any other error status, with the server's `message`.
+    #[error("{url} answered {status}: {message}")]
+    Status {
+        url: String,
+        status: u16,
+        message: String,
+    },
+    #[error("{url} gave an answer tenure does not understand: {detail}")]
+    Protocol { url: String, detail: String },
+    #[error("{url}: {detail}")]
+    Request { url: String, detail: String },
+}
+
+impl ClientError {
+    /// The HTTP status, when the server answered with an error.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            ClientError::LoginRequired { .. } | ClientError::LoginRefused { .. } => Some(401),
+            ClientError::Status { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+/// Talks to one node's API.
+#[derive(Clone, Debug)]
+pub struct Client {
+    http: reqwest::Client,
+    timeout: Duration,
+    basic_auth: Option<(String, String)>,
+}
+
+fn url(base: &str, path: &str) -> String {
+    format!("{}/v1/server/ha/{path}", base.trim_end_matches('/'))
+}
+
+impl Client {
+    pub fn new(timeout: Duration, basic_auth: Option<(String, String)>) -> Result<Client, String> {
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .build()
+            .map_err(|e| format!("cannot set up the HTTP client: {e}"))?;
+        Ok(Client {
+            http,
+            timeout,
+            basic_auth,
+        })
+    }
+
+    /// The node's state and the `X-HA-Epoch` it sent (the master's epoch, if it knows one).
+    pub async fn state(&self, base: &str) -> Result<(NodeState, Option<u64>), ClientError> {
+        let u = url(base, "state");
+        let resp = self.send(self.http.get(&u), &u).await?;
+        let epoch = resp
+            .headers()
+            .get(crate::EPOCH_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok());
+        Ok((decode(resp, &u).await?, epoch))
+    }
+
+    /// The `/ha/states` summary as JSON.
+    pub async fn states(&self, base: &str) -> Result<serde_json::Value, ClientError> {
+        let u = url(base, "states");
+        let resp = self.send(self.http.get(&u), &u).await?;
+        decode(resp, &u).await
+    }
+
+    /// Asks the node to change mode; returns its state before the change.
+    pub async fn set_mode(&self, base: &str, mode: Mode) -> Result<NodeState, ClientError> {
+        let u = url(base, "state");
+        let req = self.http.post(&u).form(&[("mode", mode.as_str())]);
+        let resp = self.send(req, &u).await?;
+        decode(resp, &u).await
+    }
+
+    /// Sets the node's priority; returns the previous one.
+    pub async fn set_priority(&self, base: &str, priority: i64) -> Result<i64, ClientError> {
+        let u = url(base, "priority");
+        let req = self
+            .http
+            .post(&u)
+            .form(&[("priority", priority.to_string())]);
+        let resp = self.send(req, &u).await?;
+        decode(resp, &u).await
+    }
+
+    async fn send(
+        &self,
+        mut req: reqwest::RequestBuilder,
+        u: &str,
+    ) -> Result<reqwest::Response, ClientError> {
+        if let Some((user, password)) = &self.basic_auth {
+            req = req.basic_auth(user, Some(password));
+        }
+        let resp = req.send().await.map_err(|e| self.transport_error(e, u))?;
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(resp);
+        }
+        if status == reqwest::StatusCode::UNAUTHORIZED {
+            return Err(if self.basic_auth.is_some() {
+                ClientError::LoginRefused { url: u.into() }
+            } else {
+                ClientError::LoginRequired { url: u.into() }
+            });
+        }
+        let text = resp.text().await.unwrap_or_default();
+        let message = serde_json::from_str::<serde_json::Value>(&text)
+            .ok()
+            .and_then(|v| v.get("message").and_then(|m| m.as_str()).map(String::from))
+            .unwrap_or_else(|| {
+                status
+                    .canonical_reason()
+                    .unwrap_or("unexpected status")
+                    .to_string()
+            });
+        Err(ClientError::Status {
+            url: u.into(),
+            status: status.as_u16(),
+            message,
+        })
+    }
+
+    fn transport_error(&self, e: reqwest::Error, u: &str) -> ClientError {
+        if e.is_timeout() {
+            ClientError::Timeout {
+                url: u.into(),
+                timeout: self.timeout,
+            }
+        } else if e.is_connect() {
+            ClientError::Connect {
+                url: u.into(),
+                detail: root_cause(&e),
+            }
+        } else {
+            ClientError::Request {
+                url: u.into(),
+                detail: root_cause(&e),
+            }
+        }
+    }
+}
+
+/// The innermost error's text ("Connection refused (os error 111)") is the one to show.
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cur = e;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    cur.to_string()
+}
+
+async fn decode<T: serde::de::DeserializeOwned>(
+    resp: reqwest::Response,
+    u: &str,
+) -> Result<T, ClientError> {
+    let bytes = resp.bytes().await.map_err(|e| ClientError::Request {
+        url: u.into(),
+        detail: root_cause(&e),
+    })?;
+    serde_json::from_slice(&bytes).map_err(|e| ClientError::Protocol {
+        url: u.into(),
+        detail: e.to_string(),
+    })
+}
+
+/// Sends nudges ("read the store now") to other nodes: fire and forget, 500 ms each.
+#[derive(Clone, Debug)]
+pub struct NudgeClient {
+    http: reqwest::Client,
+    runtime: Option<tokio::runtime::Handle>,
+}
+
+impl NudgeClient {
+    /// Call from within the tokio runtime the nudges should run on.
+    pub fn new() -> Result<NudgeClient, String> {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_millis(500))
+            // Nudges go to peers' own URIs; a proxy in the environment must not intercept them.
+            .no_proxy()
+            .build()
+            .map_err(|e| format!("cannot set up the HTTP client: {e}"))?;
+        Ok(NudgeClient {
+            http,
+            runtime: tokio::runtime::Handle::try_current().ok(),
+        })
+    }
+}
+
+impl Peers for NudgeClient {
+    fn nudge(&self, uris: Vec<String>) {
+        let Some(rt) = tokio::runtime::Handle::try_current()
+            .ok()
+            .or_else(|| self.runtime.clone())
+        else {
+            tracing::debug!("no tokio runtime to send nudges on");
+            return;
+        };
+        for base in uris {
+            let http = self.http.clone();
+            rt.spawn(async move {
+                let u = url(&base, "nudge");
+                if let Err(e) = http.post(&u).send().await {
+                    tracing::debug!(url = %u, error = %root_cause(&e), "nudge failed");
+                }
+            });
+        }
+    }
+}

@@ -1,0 +1,126 @@
+//! `/metrics`: a prometheus-client collector that reads the snapshot at scrape time, so no
+//! value (least of all "is master") is ever older than the scrape.
+
+use crate::summary::{known_epoch, summarize};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::Registry;
+use std::sync::Arc;
+use tenure_election::{NodeState, Snapshot, clock};
+use tokio::sync::watch;
+
+pub(crate) struct SnapshotCollector {
+    pub snapshot: watch::Receiver<Arc<Snapshot>>,
+}
+
+impl std::fmt::Debug for SnapshotCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SnapshotCollector")
+    }
+}
+
+fn gauge<N>(enc: &mut DescriptorEncoder, name: &str, help: &str, v: N) -> std::fmt::Result
+where
+    ConstGauge<N>: EncodeMetric,
+{
+    let g = ConstGauge::new(v);
+    g.encode(enc.encode_descriptor(name, help, None, g.metric_type())?)
+}
+
+fn counter(enc: &mut DescriptorEncoder, name: &str, help: &str, v: u64) -> std::fmt::Result {
+    let c = ConstCounter::new(v);
+    c.encode(enc.encode_descriptor(name, help, None, c.metric_type())?)
+}
+
+impl Collector for SnapshotCollector {
+    fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let snap = self.snapshot.borrow().clone();
+        let now = clock::now();
+        let state = snap.state_at(now);
+
+        {
+            let proto = ConstGauge::new(0i64);
+            let mut family = enc.encode_descriptor(
+                "tenure_state",
+                "This node's state (1 for the current one)",
+                None,
+                proto.metric_type(),
+            )?;
+            for s in NodeState::ALL {
+                let labels = [("state", s.as_str())];
+                ConstGauge::new(i64::from(s == state)).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        gauge(
+            &mut enc,
+            "tenure_is_master",
+            "1 while this node answers MASTER",
+            i64::from(state == NodeState::Master),
+        )?;
+        gauge(
+            &mut enc,
+            "tenure_epoch",
+            "The current master's epoch (fencing token), else the last one seen; 0 if none",
+            known_epoch(&snap, now).unwrap_or(0),
+        )?;
+        counter(
+            &mut enc,
+            "tenure_storage_errors",
+            "Failed storage operations",
+            snap.storage_errors,
+        )?;
+        counter(
+            &mut enc,
+            "tenure_transitions",
+            "State transitions of this node (as kept in its history)",
+            snap.transitions.len() as u64,
+        )?;
+        {
+            let proto = ConstGauge::new(0f64);
+            let mut family = enc.encode_descriptor(
+                "tenure_node_heartbeat_age_seconds",
+                "Time since each node's heartbeat record last changed, on this node's clock",
+                None,
+                proto.metric_type(),
+            )?;
+            for r in &snap.nodes {
+                let labels = [("node", r.name.as_str())];
+                ConstGauge::new(now.since(r.last_change).as_secs_f64())
+                    .encode(family.encode_family(&labels)?)?;
+            }
+        }
+        let summary = summarize(&snap, now);
+        let live = summary
+            .nodes
+            .values()
+            .filter(|n| !matches!(n.status, NodeState::Failed | NodeState::Terminated))
+            .count();
+        gauge(
+            &mut enc,
+            "tenure_nodes",
+            "Nodes known (heartbeat records, this node and the lease holder)",
+            summary.nodes.len() as u64,
+        )?;
+        gauge(
+            &mut enc,
+            "tenure_live_nodes",
+            "Known nodes neither FAILED nor TERMINATED",
+            live as u64,
+        )?;
+        Ok(())
+    }
+}
+
+pub(crate) fn registry(snapshot: watch::Receiver<Arc<Snapshot>>) -> Registry {
+    let mut r = Registry::default();
+    r.register_collector(Box::new(SnapshotCollector { snapshot }));
+    r
+}
+
+pub(crate) fn encode(registry: &Registry) -> Result<String, std::fmt::Error> {
+    let mut out = String::with_capacity(2048);
+    prometheus_client::encoding::text::encode(&mut out, registry)?;
+    Ok(out)
+}

@@ -1,0 +1,178 @@
+//! `/ha/states`: Apache Brooklyn's `HighAvailabilitySummary`, computed from a snapshot at one
+//! instant. Only the lease decides who is master; heartbeat records only describe nodes.
+
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::time::{SystemTime, UNIX_EPOCH};
+use tenure_election::{Mode, Nanos, NodeState, Snapshot};
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct Summary<'a> {
+    pub plane_id: &'a str,
+    pub own_id: &'a str,
+    pub master_id: &'a str,
+    pub nodes: BTreeMap<&'a str, NodeSummary<'a>>,
+    pub links: BTreeMap<&'a str, &'a str>,
+    pub epoch: Option<u64>,
+    pub bad_records: Vec<BadRecordView<'a>>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct NodeSummary<'a> {
+    pub node_id: &'a str,
+    pub node_uri: Option<&'a str>,
+    pub status: NodeState,
+    pub local_timestamp: Option<i64>,
+    pub remote_timestamp: Option<i64>,
+    pub priority: Option<i64>,
+    pub epoch: Option<u64>,
+    pub instance_id: &'a str,
+    pub app_version: Option<&'a str>,
+    pub mode: Option<Mode>,
+    pub heartbeat_age_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lease_deadline_ms: Option<u64>,
+}
+
+#[derive(Serialize)]
+pub(crate) struct BadRecordView<'a> {
+    pub key: &'a str,
+    pub reason: &'a str,
+}
+
+fn millis(t: SystemTime) -> Option<i64> {
+    t.duration_since(UNIX_EPOCH)
+        .ok()
+        .and_then(|d| i64::try_from(d.as_millis()).ok())
+}
+
+fn non_empty(s: &str) -> Option<&str> {
+    (!s.is_empty()).then_some(s)
+}
+
+fn ms(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+pub(crate) fn summarize(snap: &Snapshot, now: Nanos) -> Summary<'_> {
+    let master = snap.master_at(now);
+    // The same condition as `master_at` uses for another node's lease.
+    let live_lease = snap
+        .lease
+        .as_ref()
+        .filter(|l| !l.released && now < l.stale_at && l.instance_id != snap.own_instance);
+
+    let mut nodes = BTreeMap::new();
+
+    let own_rec = snap.nodes.iter().find(|r| r.name == snap.own_name);
+    let own_state = snap.state_at(now);
+    let lease_deadline_ms = snap
+        .master_until
+        .filter(|v| now < *v)
+        .map(|v| ms(v.since(now)));
+    nodes.insert(
+        snap.own_name.as_str(),
+        NodeSummary {
+            node_id: &snap.own_name,
+            node_uri: non_empty(&snap.own_uri),
+            status: own_state,
+            local_timestamp: own_rec.map(|r| r.local_timestamp_ms),
+            remote_timestamp: own_rec.and_then(|r| r.remote_timestamp).and_then(millis),
+            priority: Some(snap.priority),
+            epoch: if own_state == NodeState::Master {
+                snap.own_epoch
+            } else {
+                None
+            },
+            instance_id: &snap.own_instance,
+            app_version: snap.app_version.as_deref(),
+            mode: Some(snap.mode),
+            heartbeat_age_ms: own_rec.map(|r| ms(now.since(r.last_change))),
+            lease_deadline_ms,
+        },
+    );
+
+    for r in snap.nodes.iter().filter(|r| r.name != snap.own_name) {
+        let holds =
+            live_lease.is_some_and(|l| l.holder == r.name && l.instance_id == r.instance_id);
+        let status = if holds {
+            NodeState::Master
+        } else {
+            match r.status_at(now) {
+                // A record may claim MASTER; only the lease makes it so.
+                NodeState::Master => r.mode.idle_state(),
+                s => s,
+            }
+        };
+        nodes.insert(
+            r.name.as_str(),
+            NodeSummary {
+                node_id: &r.name,
+                node_uri: non_empty(&r.uri),
+                status,
+                local_timestamp: Some(r.local_timestamp_ms),
+                remote_timestamp: r.remote_timestamp.and_then(millis),
+                priority: Some(r.priority),
+                epoch: if holds {
+                    live_lease.map(|l| l.epoch)
+                } else {
+                    r.epoch
+                },
+                instance_id: &r.instance_id,
+                app_version: r.app_version.as_deref(),
+                mode: Some(r.mode),
+                heartbeat_age_ms: Some(ms(now.since(r.last_change))),
+                lease_deadline_ms: None,
+            },
+        );
+    }
+
+    // A live holder whose heartbeat record we have not read (yet): its row comes from the lease.
+    if let Some(l) = live_lease
+        && !nodes.contains_key(l.holder.as_str())
+    {
+        nodes.insert(
+            l.holder.as_str(),
+            NodeSummary {
+                node_id: &l.holder,
+                node_uri: non_empty(&l.holder_uri),
+                status: NodeState::Master,
+                local_timestamp: None,
+                remote_timestamp: None,
+                priority: None,
+                epoch: Some(l.epoch),
+                instance_id: &l.instance_id,
+                app_version: None,
+                mode: None,
+                heartbeat_age_ms: None,
+                lease_deadline_ms: None,
+            },
+        );
+    }
+
+    Summary {
+        plane_id: &snap.plane_id,
+        own_id: &snap.own_name,
+        master_id: master.map_or("", |(name, _)| name),
+        nodes,
+        links: BTreeMap::new(),
+        epoch: known_epoch(snap, now),
+        bad_records: snap
+            .bad_records
+            .iter()
+            .map(|b| BadRecordView {
+                key: &b.key,
+                reason: &b.reason,
+            })
+            .collect(),
+    }
+}
+
+/// The current master's epoch if one is known, else the last lease epoch seen.
+pub(crate) fn known_epoch(snap: &Snapshot, now: Nanos) -> Option<u64> {
+    snap.master_at(now)
+        .map(|(_, e)| e)
+        .or(snap.lease.as_ref().map(|l| l.epoch))
+}

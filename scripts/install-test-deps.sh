@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Installs what the test suite needs, idempotently: checks first, installs only what is missing.
+# Called by scripts/test.sh; safe to run again and again.
+set -euo pipefail
+
+# Debian packages the tests need beyond the Rust toolchain (none yet: add them here, e.g. for
+# an S3-compatible server or a TCP proxy when tests start using one).
+APT_PACKAGES=()
+
+die() { echo "install-test-deps: $*" >&2; exit 1; }
+
+command -v cargo >/dev/null 2>&1 ||
+    die "cargo not found: install a Rust toolchain (1.89 or newer) first"
+
+# rustfmt and clippy are rustup components; add them when rustup manages the toolchain.
+for comp in rustfmt clippy; do
+    sub=${comp/rustfmt/fmt}
+    if ! cargo "$sub" --version >/dev/null 2>&1; then
+        if command -v rustup >/dev/null 2>&1; then
+            echo "install-test-deps: adding rustup component $comp"
+            rustup component add "$comp"
+        else
+            die "cargo $sub is missing and rustup is not available to add $comp"
+        fi
+    fi
+done
+
+missing=()
+for pkg in "${APT_PACKAGES[@]+"${APT_PACKAGES[@]}"}"; do
+    dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+    command -v apt-get >/dev/null 2>&1 || die "missing packages ${missing[*]} and no apt-get"
+    SUDO=""
+    if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
+    echo "install-test-deps: installing ${missing[*]}"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+echo "install-test-deps: ok ($(cargo --version))"

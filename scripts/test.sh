@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# The whole test suite, from a clean clone on a fresh machine:
+#   test deps -> cargo fmt --check -> clippy -D warnings -> build -> unit/simulation tests
+#   (parallel) -> end-to-end tests with real processes (one at a time).
+#
+# Environment:
+#   TENURE_TEST_RELEASE=1     test the release binary (default: the debug build)
+#   TENURE_TEST_MARGIN_MS=N   slack for timing bounds in the e2e tests (default 400)
+#   TENURE_KEEP_TMP=1         keep every e2e cluster directory (failed ones are always kept)
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+ROOT=$(pwd)
+START=$SECONDS
+STEP="start"
+DONE=()
+
+on_exit() {
+    local rc=$?
+    local took=$((SECONDS - START))
+    if ((rc == 0)); then
+        echo
+        echo "test.sh: PASSED (${DONE[*]}) in ${took}s"
+    else
+        echo >&2
+        echo "test.sh: FAILED at step '$STEP' (exit $rc) after ${took}s; passed before it: ${DONE[*]:-none}" >&2
+    fi
+}
+trap on_exit EXIT
+
+step() {
+    STEP=$1
+    shift
+    echo
+    echo "==> [$STEP] $*"
+    local t=$SECONDS
+    "$@"
+    echo "==> [$STEP] ok ($((SECONDS - t))s)"
+    DONE+=("$STEP")
+}
+
+export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
+export RUST_BACKTRACE=${RUST_BACKTRACE:-1}
+
+if [ "${TENURE_TEST_RELEASE:-0}" = 1 ]; then
+    PROFILE_FLAG=(--release)
+    PROFILE_DIR=release
+else
+    PROFILE_FLAG=()
+    PROFILE_DIR=debug
+fi
+TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+case $TARGET_DIR in /*) ;; *) TARGET_DIR=$ROOT/$TARGET_DIR ;; esac
+
+step deps bash scripts/install-test-deps.sh
+step fmt cargo fmt --all -- --check
+step clippy cargo clippy --workspace --all-targets -- -D warnings
+step build cargo build --workspace --all-targets "${PROFILE_FLAG[@]+"${PROFILE_FLAG[@]}"}"
+
+export TENURE_BIN=$TARGET_DIR/$PROFILE_DIR/tenure
+[ -x "$TENURE_BIN" ] || { echo "no binary at $TENURE_BIN after the build" >&2; exit 1; }
+echo "TENURE_BIN=$TENURE_BIN"
+
+# Unit and simulation tests of the product crates, in parallel.
+step unit cargo test --workspace --exclude tenure-tests "${PROFILE_FLAG[@]+"${PROFILE_FLAG[@]}"}"
+# The harness's own tests (checker, observer, process control) and then the end-to-end tests,
+# one at a time: they are timing-sensitive and each starts several nodes.
+step e2e cargo test -p tenure-tests --lib --tests "${PROFILE_FLAG[@]+"${PROFILE_FLAG[@]}"}" -- --test-threads=1
