@@ -98,7 +98,7 @@ fn fmt(d: Duration) -> String {
 /// `1.5s`, `200ms`: short human durations for messages.
 pub fn humanize(d: Duration) -> String {
     let ms = d.as_millis();
-    if ms >= 1000 && ms % 100 == 0 {
+    if ms >= 1000 && ms.is_multiple_of(100) {
         let s = d.as_secs_f64();
         if s.fract() == 0.0 {
             format!("{}s", s as u64)
@@ -137,7 +137,7 @@ mod tests {
 
     #[test]
     fn defaults_are_safe() {
-        for (t, p) in [(30_000, 1_000), (2_000, 200), (1_000, 100), (10_000, 5_000)] {
+        for (t, p) in [(30_000, 1_000), (2_000, 200), (1_000, 100), (60_000, 5_000)] {
             let tt = Duration::from_millis(t);
             let c = cfg(
                 t,

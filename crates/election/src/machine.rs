@@ -967,11 +967,11 @@ impl Machine {
         let Some((purpose, started)) = self.inflight.take() else {
             return;
         };
-        if let Err(e) = &result {
-            if !matches!(e, StoreError::Conflict(_)) {
-                self.storage_errors += 1;
-                self.bump();
-            }
+        if let Err(e) = &result
+            && !matches!(e, StoreError::Conflict(_))
+        {
+            self.storage_errors += 1;
+            self.bump();
         }
         match purpose {
             Purpose::ReadCluster => self.on_read_cluster(now, result),
