@@ -1840,12 +1840,15 @@ impl Machine {
                 self.bump();
             }
             seen.insert(name.clone());
-            if name == self.cfg.name {
-                if record.instance_id != self.cfg.instance_id
-                    && self.nodes.get(&name).is_some_and(|t| t.version != version)
-                {
-                    self.log(Level::Error, format!("another instance ({}) is writing this node's record: two processes run as {}", record.instance_id, self.cfg.name));
-                }
+            if name == self.cfg.name && record.instance_id != self.cfg.instance_id {
+                // Our own record is tracked (for /ha/states) only while it is ours.
+                self.log(
+                    Level::Error,
+                    format!(
+                        "another instance ({}) wrote this node's record: two processes run as {}",
+                        record.instance_id, self.cfg.name
+                    ),
+                );
                 continue;
             }
             match self.nodes.get_mut(&name) {
