@@ -61,8 +61,10 @@ export TENURE_BIN=$TARGET_DIR/$PROFILE_DIR/tenure
 [ -x "$TENURE_BIN" ] || { echo "no binary at $TENURE_BIN after the build" >&2; exit 1; }
 echo "TENURE_BIN=$TENURE_BIN"
 
-# Unit and simulation tests of the product crates, in parallel.
-step unit cargo test --workspace --exclude tenure-tests "${PROFILE_FLAG[@]+"${PROFILE_FLAG[@]}"}"
+# Unit and simulation tests of the product crates, in parallel. The simulation runs this many
+# seeds per scenario (three scenarios); TENURE_SIM_SEEDS overrides it.
+export TENURE_SIM_SEEDS=${TENURE_SIM_SEEDS:-3000}
+step unit cargo test --no-fail-fast --workspace --exclude tenure-tests "${PROFILE_FLAG[@]+"${PROFILE_FLAG[@]}"}"
 # The harness's own tests (checker, observer, process control) and then the end-to-end tests,
 # one at a time: they are timing-sensitive and each starts several nodes.
-step e2e cargo test -p tenure-tests --lib --tests "${PROFILE_FLAG[@]+"${PROFILE_FLAG[@]}"}" -- --test-threads=1
+step e2e cargo test --no-fail-fast -p tenure-tests --lib --tests "${PROFILE_FLAG[@]+"${PROFILE_FLAG[@]}"}" -- --test-threads=1

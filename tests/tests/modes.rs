@@ -94,7 +94,17 @@ fn standby_mode_with_allow_no_master_runs_as_standby() {
             .mode("standby")
             .arg("--allow-no-master"),
     );
-    c.wait_answer("node-a", "STANDBY", settle_timeout(&tm));
+    let first = c.wait_answer("node-a", "STANDBY", settle_timeout(&tm));
+    // It runs as STANDBY: no cold-start promotion of a standby-mode node.
+    observe_for(tm.t + 2 * tm.p);
+    assert_kept_answering(
+        &c.history(),
+        "node-a",
+        first.sent,
+        Instant::now(),
+        "STANDBY",
+        Duration::from_millis(500),
+    );
     assert!(
         c.node_mut("node-a").is_running(),
         "node-a exited after answering STANDBY"

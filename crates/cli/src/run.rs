@@ -126,8 +126,9 @@ async fn serve(
     let initial = Snapshot::initializing(&cfg.name, &cfg.instance_id, &cfg.uri, cfg.mode);
     let (snap_tx, snap_rx) = watch::channel(Arc::new(initial));
     let (cmd_tx, cmd_rx) = mpsc::channel::<Command>(64);
-    let peers: Arc<dyn tenure_election::driver::Peers> = match tenure_http::NudgeClient::new() {
-        Ok(c) => Arc::new(c),
+    let nudger = tenure_http::NudgeClient::new();
+    let peers: Arc<dyn tenure_election::driver::Peers> = match &nudger {
+        Ok(c) => Arc::new(c.clone()),
         Err(e) => {
             tracing::warn!(parent: &span, "nudges disabled: {e}");
             Arc::new(tenure_election::driver::NoPeers)
@@ -162,6 +163,10 @@ async fn serve(
     tokio::spawn(signals(cmd_tx).instrument(span.clone()));
 
     let exit = driver.run().instrument(span.clone()).await;
+    if let Ok(n) = &nudger {
+        // The release nudges the standbys; let those requests leave before the runtime ends.
+        n.drain(Duration::from_millis(500)).await;
+    }
     let _ = stop_http_tx.send(true);
     // Let in-flight answers finish, but never hang the exit on a slow client.
     let _ = tokio::time::timeout(Duration::from_secs(2), http).await;

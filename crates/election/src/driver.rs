@@ -129,6 +129,7 @@ impl Driver {
             if op.is_none()
                 && let Some(o) = self.machine.poll_op(now)
             {
+                tracing::trace!("storage call {}", o.describe());
                 op = Some(Box::pin(perform(self.io.clone(), o, self.storage_timeout)));
             }
             while let Some(ev) = self.machine.poll_event() {
@@ -203,6 +204,7 @@ impl Driver {
                         let ticket = next_ticket;
                         next_ticket += 1;
                         let (req, p) = split(cmd);
+                        tracing::debug!("request {req:?}");
                         pending.insert(ticket, p);
                         self.machine.handle_request(self::now(), ticket, req);
                     }

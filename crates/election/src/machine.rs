@@ -48,6 +48,21 @@ pub enum Op {
     Delete(String),
 }
 
+impl Op {
+    /// A short description for logs (no record bytes).
+    pub fn describe(&self) -> String {
+        match self {
+            Op::Read(k) => format!("read {k}"),
+            Op::Create(k, _) => format!("create {k}"),
+            Op::Replace(k, _, v) => format!("replace {k} at {v}"),
+            Op::Put(k, _) => format!("put {k}"),
+            Op::List(p) => format!("list {p}"),
+            Op::ScanNodes => "scan nodes/".into(),
+            Op::Delete(k) => format!("delete {k}"),
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum OpOutput {
     Read(ReadResult),
@@ -276,6 +291,10 @@ pub struct Machine {
     pending_cluster: Option<ClusterRecord>,
     /// A renewal's outcome is unknown: read the lease before the next renewal.
     settle: bool,
+    /// A nudge arrived: start the next round at once.
+    nudge_pending: bool,
+    /// The lease will have stood still long enough at this time: start a round then.
+    election_wake: Option<Nanos>,
     exit_after_tasks: bool,
     disable_after_tasks: bool,
     generation: u64,
@@ -333,6 +352,8 @@ impl Machine {
             pending_clear: Vec::new(),
             pending_cluster: None,
             settle: false,
+            nudge_pending: false,
+            election_wake: None,
             exit_after_tasks: false,
             disable_after_tasks: false,
             generation: 1,
@@ -685,6 +706,9 @@ impl Machine {
             .map_or(now, |l| (l + NUDGE_MIN_GAP).max(now));
         self.last_nudge = Some(earliest);
         self.scan_next_round = true;
+        // A round in progress may have read the store before the change we are told about:
+        // run another one as soon as it ends.
+        self.nudge_pending = true;
         if earliest < self.next_round_at {
             self.next_round_at = earliest;
         }
@@ -735,7 +759,15 @@ impl Machine {
             }
             if self.round_active {
                 self.round_active = false;
-                self.next_round_at = (self.round_started + self.cfg.poll_period).max(now.mono);
+                let normal = (self.round_started + self.cfg.poll_period).max(now.mono);
+                self.next_round_at = if self.nudge_pending {
+                    self.last_nudge.map_or(now.mono, |l| l.max(now.mono))
+                } else {
+                    match self.election_wake.take() {
+                        Some(w) if w < normal => w.max(now.mono),
+                        _ => normal,
+                    }
+                };
             }
             if now.mono < self.next_round_at {
                 return None;
@@ -745,6 +777,7 @@ impl Machine {
     }
 
     fn start_round(&mut self, now: Now) {
+        self.nudge_pending = false;
         self.round_active = true;
         self.round_started = now.mono;
         self.tasks.push_back(Task::LeaseStep);
@@ -1559,6 +1592,9 @@ impl Machine {
                     }
                     return;
                 }
+                // A standby waits for a master (Brooklyn): it is promoted when a master's lease
+                // expires or is released, never by a cold start.
+                Some(false) if matches!(self.mode, Mode::Standby | Mode::HotStandby) => return,
                 Some(false) => (obs.first_returned, "cold-start"),
                 Some(true) => (obs.first_returned + t, "expired"),
             },
@@ -1586,9 +1622,6 @@ impl Machine {
             }
             _ => (obs.first_returned + t, "expired"),
         };
-        if now.mono < expiry {
-            return;
-        }
         // Rank among live eligible candidates; the best acts first, each next one p later.
         let rank = if starting_master || reason == "switchover" {
             0
@@ -1597,6 +1630,8 @@ impl Machine {
         };
         let at = expiry + self.cfg.poll_period * rank;
         if now.mono < at {
+            // Read again right when this node may act, not up to a poll period later.
+            self.election_wake = Some(at);
             return;
         }
         let why = match reason {
@@ -1636,9 +1671,19 @@ impl Machine {
             state: self.base,
             name: self.cfg.name.clone(),
         };
+        // The holder of the lease being replaced (dead, or releasing it) is no candidate, even
+        // while its last heartbeat still says MASTER.
+        let holder = self
+            .obs
+            .as_ref()
+            .and_then(|o| o.lease.as_ref())
+            .map(|l| l.instance_id.as_str());
         let mut better = 0;
         for (name, tr) in &self.nodes {
-            if *name == self.cfg.name || now >= tr.last_change + self.cfg.heartbeat_timeout {
+            if *name == self.cfg.name
+                || now >= tr.last_change + self.cfg.heartbeat_timeout
+                || Some(tr.record.instance_id.as_str()) == holder
+            {
                 continue;
             }
             let r = &tr.record;

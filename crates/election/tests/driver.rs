@@ -79,10 +79,13 @@ impl Peers for Bus {
     }
 }
 
+/// (from, to, whether the lease was already released when the hook ran)
+type HookLog = Arc<Mutex<Vec<(NodeState, NodeState, Option<bool>)>>>;
+
 /// Records the lease as the demote hook sees it, to prove the release is written afterwards.
 struct CheckingHooks {
     store: MemoryStore,
-    seen: Arc<Mutex<Vec<(NodeState, NodeState, Option<bool>)>>>,
+    seen: HookLog,
 }
 
 impl Hooks for CheckingHooks {

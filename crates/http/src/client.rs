@@ -188,6 +188,9 @@ async fn decode<T: serde::de::DeserializeOwned>(
 pub struct NudgeClient {
     http: reqwest::Client,
     runtime: Option<tokio::runtime::Handle>,
+    /// Nudges still being sent: a releasing node drains them before it exits, or the
+    /// runtime's shutdown would drop the very nudges that make the handover fast.
+    in_flight: std::sync::Arc<tokio::sync::watch::Sender<usize>>,
 }
 
 impl NudgeClient {
@@ -202,7 +205,14 @@ impl NudgeClient {
         Ok(NudgeClient {
             http,
             runtime: tokio::runtime::Handle::try_current().ok(),
+            in_flight: std::sync::Arc::new(tokio::sync::watch::channel(0).0),
         })
+    }
+
+    /// Wait until every nudge sent so far has been delivered or has failed, at most `limit`.
+    pub async fn drain(&self, limit: Duration) {
+        let mut rx = self.in_flight.subscribe();
+        let _ = tokio::time::timeout(limit, rx.wait_for(|n| *n == 0)).await;
     }
 }
 
@@ -217,11 +227,15 @@ impl Peers for NudgeClient {
         };
         for base in uris {
             let http = self.http.clone();
+            let in_flight = self.in_flight.clone();
+            in_flight.send_modify(|n| *n += 1);
             rt.spawn(async move {
                 let u = url(&base, "nudge");
-                if let Err(e) = http.post(&u).send().await {
-                    tracing::debug!(url = %u, error = %root_cause(&e), "nudge failed");
+                match http.post(&u).send().await {
+                    Ok(_) => tracing::debug!(url = %u, "nudged"),
+                    Err(e) => tracing::debug!(url = %u, error = %root_cause(&e), "nudge failed"),
                 }
+                in_flight.send_modify(|n| *n -= 1);
             });
         }
     }

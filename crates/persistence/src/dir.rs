@@ -845,23 +845,41 @@ impl DirStore {
         )))
     }
 
+    /// Read the lease WITHOUT a lock (DESIGN §3): a reader that holds even a shared flock
+    /// and is then frozen (SIGSTOP, VM pause) would block the master's renewal and demote it.
+    /// A fresh descriptor per read makes NFS revalidate its cache (close-to-open); a torn
+    /// slot fails its checksum and the other slot is used; a stale read only makes a later
+    /// conditional write fail. No lock is held by this process while the descriptor closes,
+    /// so closing it cannot drop one (NFS emulates flock with per-process POSIX locks).
     fn lease_read(&self) -> Result<ReadResult, StoreError> {
-        self.with_lease_locked(false, |file, path| {
-            let view = LeaseView::read(file, path)?;
-            Ok(match view.current() {
-                Current::Absent => ReadResult::Absent,
-                Current::Valid {
-                    version, payload, ..
-                } => ReadResult::Present(Record {
-                    bytes: payload,
-                    version,
-                    modified: view.modified,
-                }),
-                Current::Unreadable { version, reason } => ReadResult::Unreadable {
-                    version,
-                    reason: format!("{}: {reason}", path.display()),
-                },
-            })
+        let path = self.root.join(LEASE_FILE);
+        let top = self.top()?;
+        let file = match top.openat(LEASE_FILE, libc::O_RDONLY | libc::O_NONBLOCK, 0) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(ReadResult::Absent),
+            Err(e) => return Err(io_err("open", &path, e)),
+        };
+        let meta = file.metadata().map_err(|e| io_err("stat", &path, e))?;
+        if !is_regular(&meta) {
+            return Err(StoreError::Unavailable(format!(
+                "open {}: not a regular file",
+                path.display()
+            )));
+        }
+        let view = LeaseView::read(&file, &path)?;
+        Ok(match view.current() {
+            Current::Absent => ReadResult::Absent,
+            Current::Valid {
+                version, payload, ..
+            } => ReadResult::Present(Record {
+                bytes: payload,
+                version,
+                modified: view.modified,
+            }),
+            Current::Unreadable { version, reason } => ReadResult::Unreadable {
+                version,
+                reason: format!("{}: {reason}", path.display()),
+            },
         })
     }
 
