@@ -447,6 +447,11 @@ impl Sim {
                     ));
                 }
                 self.nodes[node].machine = None;
+                if code != 0 {
+                    // A supervisor (systemd Restart=on-failure) starts it again.
+                    let at = self.t + self.poll.as_nanos() as u64;
+                    self.push(at, Ev::Restart { node });
+                }
             }
             Event::Reply { .. } => {}
             Event::Log { message, .. } => {
@@ -725,7 +730,8 @@ fn simulate(seed: u64, params: &Params, verbose: bool) -> (u64, Option<u64>) {
         verbose,
     };
     for i in 0..params.nodes {
-        let mode = if rng.random_ratio(1, 8) {
+        // Node 0 is always auto: standby modes never win a cold start.
+        let mode = if i > 0 && rng.random_ratio(1, 8) {
             Mode::HotStandby
         } else {
             Mode::Auto
