@@ -9,14 +9,16 @@
 use crate::clock::{self, Nanos};
 use crate::command::{Command, CommandError};
 use crate::machine::{Event, Level, Machine, Now, Op, OpOutput, OpResult, Reply, Request};
-use crate::snapshot::Snapshot;
+use crate::snapshot::{CLOCK_JUMP_LIMIT_NS, Snapshot};
+use crate::stats::Stats;
 use crate::types::NodeState;
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
-use tenure_persistence::{IoThread, ReadResult, Store, StoreError};
+use tenure_persistence::{IoThread, LEASE_KEY, ReadResult, Store, StoreError};
 use tokio::sync::{mpsc, oneshot, watch};
 
 /// Talks to other nodes. Implemented by the HTTP crate.
@@ -71,8 +73,6 @@ enum Pending {
     Nothing,
 }
 
-/// A wall-clock step (or a VM pause the guest's clocks did not see) beyond this demotes.
-const CLOCK_JUMP_LIMIT_NS: i128 = 1_000_000_000;
 /// The loop wakes at least this often to check the clocks even when nothing is due.
 const MAX_SLEEP: Duration = Duration::from_millis(250);
 
@@ -84,6 +84,7 @@ pub struct Driver {
     commands: mpsc::Receiver<Command>,
     peers: Arc<dyn Peers>,
     hooks: Arc<dyn Hooks>,
+    stats: Arc<Stats>,
 }
 
 impl Driver {
@@ -104,7 +105,15 @@ impl Driver {
             commands,
             peers,
             hooks,
+            stats: Arc::new(Stats::default()),
         }
+    }
+
+    /// Record latencies, loop turns and transitions into `stats` (read by metrics and the
+    /// systemd watchdog).
+    pub fn with_stats(mut self, stats: Arc<Stats>) -> Driver {
+        self.stats = stats;
+        self
     }
 
     /// Run until the machine exits (shutdown, or a refusal at start-up).
@@ -117,6 +126,7 @@ impl Driver {
         let mut wall_offset = clock::wall_minus_boot();
         let mut commands_open = true;
         loop {
+            self.stats.loop_iterations.fetch_add(1, Ordering::Relaxed);
             let now = now();
             let offset = clock::wall_minus_boot();
             if (offset - wall_offset).abs() > CLOCK_JUMP_LIMIT_NS {
@@ -130,7 +140,19 @@ impl Driver {
                 && let Some(o) = self.machine.poll_op(now)
             {
                 tracing::trace!("storage call {}", o.describe());
-                op = Some(Box::pin(perform(self.io.clone(), o, self.storage_timeout)));
+                let lease_write = matches!(&o, Op::Replace(k, ..) if k == LEASE_KEY);
+                let (io, timeout, stats) =
+                    (self.io.clone(), self.storage_timeout, self.stats.clone());
+                op = Some(Box::pin(async move {
+                    let started = std::time::Instant::now();
+                    let res = perform(io, o, timeout).await;
+                    let took = started.elapsed();
+                    stats.storage_latency.observe(took);
+                    if lease_write {
+                        stats.renew_latency.observe(took);
+                    }
+                    res
+                }));
             }
             while let Some(ev) = self.machine.poll_event() {
                 match ev {
@@ -143,6 +165,7 @@ impl Driver {
                         hook,
                     } => {
                         tracing::info!(from = %from, to = %to, epoch, "state change: {from} -> {to}: {reason}");
+                        self.stats.transitions.fetch_add(1, Ordering::Relaxed);
                         let fut = self.hooks.run(crate::driver::HookEvent {
                             node: self.machine.config().name.clone(),
                             state: to,
@@ -185,7 +208,8 @@ impl Driver {
             }
             if self.machine.generation() != published {
                 published = self.machine.generation();
-                let snap = self.machine.snapshot(now);
+                let mut snap = self.machine.snapshot(now);
+                snap.wall_offset_ns = Some(wall_offset);
                 let _ = self.snapshot.send(Arc::new(snap));
             }
             let sleep_for = self

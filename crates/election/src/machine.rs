@@ -2147,6 +2147,8 @@ impl Machine {
             storage_errors: self.storage_errors,
             transitions: self.transitions.iter().cloned().collect(),
             generation: self.generation,
+            // The machine reads no clock; the driver stamps this when it publishes.
+            wall_offset_ns: None,
         }
     }
 

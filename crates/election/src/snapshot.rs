@@ -92,19 +92,33 @@ pub struct Snapshot {
     pub transitions: Vec<Transition>,
     /// Increases whenever anything above changes (lets readers cache encodings).
     pub generation: u64,
+    /// REALTIME − BOOTTIME (ns) when the driver published this snapshot. A VM pause may leave
+    /// the guest's boot clock behind while the wall clock is corrected, so a MASTER answer also
+    /// needs this offset unchanged within a second (DESIGN §3.2); `None` skips the check.
+    pub wall_offset_ns: Option<i128>,
 }
+
+/// How far REALTIME − BOOTTIME may move before a master stops answering MASTER.
+pub const CLOCK_JUMP_LIMIT_NS: i128 = 1_000_000_000;
 
 impl Snapshot {
     /// This node's state at `now`, deciding MASTER against the deadline.
     pub fn state_at(&self, now: Nanos) -> NodeState {
         match self.master_until {
-            Some(v) if now < v => NodeState::Master,
+            Some(v) if now < v && self.clocks_steady() => NodeState::Master,
             Some(_) => match self.base_state {
                 NodeState::Master => NodeState::Standby,
                 s => s,
             },
             None => self.base_state,
         }
+    }
+
+    /// The wall clock has not jumped against the boot clock since publication.
+    fn clocks_steady(&self) -> bool {
+        self.wall_offset_ns.is_none_or(|published| {
+            (crate::clock::wall_minus_boot() - published).abs() <= CLOCK_JUMP_LIMIT_NS
+        })
     }
 
     /// The master's name at `now`, as far as this node knows: itself while it answers MASTER,
@@ -142,6 +156,7 @@ impl Snapshot {
             storage_errors: 0,
             transitions: Vec::new(),
             generation: 0,
+            wall_offset_ns: None,
         }
     }
 }
@@ -160,5 +175,18 @@ mod tests {
         assert_eq!(s.state_at(Nanos(1_000)), NodeState::Standby);
         assert_eq!(s.master_at(Nanos(999)), Some(("a", 3)));
         assert_eq!(s.master_at(Nanos(1_000)), None);
+    }
+
+    #[test]
+    fn a_jumped_wall_clock_ends_the_master_answer_at_once() {
+        let mut s = Snapshot::initializing("a", "i1", "http://127.0.0.1:1", Mode::Auto);
+        s.base_state = NodeState::Master;
+        s.master_until = Some(Nanos::MAX);
+        s.wall_offset_ns = Some(crate::clock::wall_minus_boot());
+        assert_eq!(s.state_at(crate::clock::now()), NodeState::Master);
+        // As if the guest slept 5 s without its boot clock advancing, then its wall clock was
+        // corrected.
+        s.wall_offset_ns = Some(crate::clock::wall_minus_boot() - 5_000_000_000);
+        assert_eq!(s.state_at(crate::clock::now()), NodeState::Standby);
     }
 }
