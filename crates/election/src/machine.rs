@@ -295,6 +295,8 @@ pub struct Machine {
     nudge_pending: bool,
     /// The lease will have stood still long enough at this time: start a round then.
     election_wake: Option<Nanos>,
+    /// A switchover request is on its way into our heartbeat: then nudge this holder.
+    nudge_after_heartbeat: Option<String>,
     exit_after_tasks: bool,
     disable_after_tasks: bool,
     generation: u64,
@@ -354,6 +356,7 @@ impl Machine {
             settle: false,
             nudge_pending: false,
             election_wake: None,
+            nudge_after_heartbeat: None,
             exit_after_tasks: false,
             disable_after_tasks: false,
             generation: 1,
@@ -587,11 +590,11 @@ impl Machine {
                                 l.holder, l.epoch
                             ),
                         );
-                        let uri = l.holder_uri.clone();
-                        // Write the request now, then nudge the holder to read it.
+                        // Write the request now; nudge the holder once it is in the store, so
+                        // the scan the nudge triggers finds it.
                         self.tasks.push_back(Task::Heartbeat);
-                        if !uri.is_empty() {
-                            self.events.push_back(Event::Nudge(vec![uri]));
+                        if !l.holder_uri.is_empty() {
+                            self.nudge_after_heartbeat = Some(l.holder_uri.clone());
                         }
                     }
                     _ => {
@@ -1016,11 +1019,14 @@ impl Machine {
             Purpose::WriteLease { kind, record } => {
                 self.on_write_lease(now, started, kind, record, result)
             }
-            Purpose::Heartbeat => {
-                if let Err(e) = result {
-                    self.log(Level::Warn, format!("heartbeat write failed: {e}"));
+            Purpose::Heartbeat => match result {
+                Ok(_) => {
+                    if let Some(uri) = self.nudge_after_heartbeat.take() {
+                        self.events.push_back(Event::Nudge(vec![uri]));
+                    }
                 }
-            }
+                Err(e) => self.log(Level::Warn, format!("heartbeat write failed: {e}")),
+            },
             Purpose::Scan => self.on_scan(now, result),
             Purpose::ClearList => self.on_clear_list(now, result),
             Purpose::Delete(name) => match result {
