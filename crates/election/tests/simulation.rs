@@ -700,7 +700,17 @@ fn liveness_bound(sim: &Sim, n: usize) -> u64 {
     (t + t / 4.0 + (n as f64 + 2.0) * p + 8.0 * st) as u64
 }
 
-fn simulate(seed: u64, params: &Params, verbose: bool) -> (u64, Option<u64>) {
+/// Faults scheduled in one run, by kind.
+#[derive(Default, Clone, Copy)]
+struct FaultCounts {
+    pauses: u64,
+    crashes: u64,
+    storage: u64,
+    shutdowns: u64,
+    operator: u64,
+}
+
+fn simulate(seed: u64, params: &Params, verbose: bool) -> (u64, Option<u64>, FaultCounts) {
     let mut rng = StdRng::seed_from_u64(seed);
     let t = Duration::from_millis(params.t_ms);
     let p = Duration::from_millis(params.p_ms);
@@ -765,11 +775,13 @@ fn simulate(seed: u64, params: &Params, verbose: bool) -> (u64, Option<u64>) {
     let tt = params.t_ms * MS;
     let window = params.duration_s * 1_000 * MS;
     let nfaults = rng.random_range(3..12);
+    let mut counts = FaultCounts::default();
     let mut last_end = 0;
     for _ in 0..nfaults {
         let at = rng.random_range(500 * MS..window);
         let node = rng.random_range(0..params.nodes);
-        let end = match rng.random_range(0..9) {
+        let kind = rng.random_range(0..9);
+        let end = match kind {
             0 | 1 => {
                 // Pause shorter or longer than T.
                 let dur = if rng.random_bool(0.5) {
@@ -837,21 +849,16 @@ fn simulate(seed: u64, params: &Params, verbose: bool) -> (u64, Option<u64>) {
                 at
             }
         };
+        match kind {
+            0 | 1 => counts.pauses += 1,
+            2 => counts.crashes += 1,
+            3..=6 => counts.storage += 1,
+            7 => counts.shutdowns += 1,
+            _ => counts.operator += 1,
+        }
         last_end = last_end.max(end);
     }
     sim.faults_end = last_end;
-    // Requests scheduled with incarnation MAX target whatever incarnation runs then.
-    let pending: Vec<(u64, u64)> = sim.queue.iter().map(|Reverse(x)| *x).collect();
-    for (_, seq) in pending {
-        if let Some(Ev::Request {
-            node, incarnation, ..
-        }) = sim.events.get_mut(&seq)
-            && *incarnation == u64::MAX
-        {
-            // Resolved at delivery time below.
-            let _ = node;
-        }
-    }
     let bound = liveness_bound(&sim, params.nodes);
     let end = last_end + bound + 2 * tt;
     // Run, resolving "current incarnation" requests as they come.
@@ -894,6 +901,7 @@ fn simulate(seed: u64, params: &Params, verbose: bool) -> (u64, Option<u64>) {
     (
         sim.masters_seen,
         recovered.map(|r| r.saturating_sub(last_end)),
+        counts,
     )
 }
 
@@ -913,10 +921,16 @@ fn run_seeds(params: Params) {
     let verbose = std::env::var("TENURE_SIM_SEED").is_ok();
     let mut masters = 0;
     let mut worst_recovery = 0;
+    let mut total = FaultCounts::default();
     for &seed in &seeds {
         let r = std::panic::catch_unwind(|| simulate(seed, &params, verbose));
         match r {
-            Ok((m, rec)) => {
+            Ok((m, rec, c)) => {
+                total.pauses += c.pauses;
+                total.crashes += c.crashes;
+                total.storage += c.storage;
+                total.shutdowns += c.shutdowns;
+                total.operator += c.operator;
                 masters += m;
                 worst_recovery = worst_recovery.max(rec.unwrap_or(0));
             }
@@ -933,11 +947,16 @@ fn run_seeds(params: Params) {
         }
     }
     println!(
-        "simulation: {} seeds, {} nodes, T={}ms p={}ms: {masters} promotions, 0 dual-master instants, worst recovery after faults {}ms",
+        "simulation: {} seeds, {} nodes, T={}ms p={}ms: faults: {} pauses (half longer than T), {} crashes, {} storage faults (hang/EIO/EIO after write/slow), {} graceful stops, {} operator switchovers/demotes; {masters} promotions, 0 dual-master instants, worst recovery after faults {}ms",
         seeds.len(),
         params.nodes,
         params.t_ms,
         params.p_ms,
+        total.pauses,
+        total.crashes,
+        total.storage,
+        total.shutdowns,
+        total.operator,
         worst_recovery / MS
     );
 }
