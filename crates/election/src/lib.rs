@@ -12,9 +12,11 @@ pub mod driver;
 pub mod machine;
 pub mod records;
 pub mod snapshot;
+pub mod stats;
 pub mod types;
 
 pub use clock::Nanos;
 pub use command::{Command, CommandError};
 pub use snapshot::{LeaseView, NodeRow, Snapshot};
+pub use stats::Stats;
 pub use types::{Mode, NodeState};
