@@ -1,18 +1,28 @@
 #!/usr/bin/env bash
 # Crash failover (kill -9) and graceful handover (SIGTERM) of real tenure processes on a local
-# directory, measured by an observer sampling every node's /v1/server/ha/state every ~10 ms.
+# directory or on S3, measured by an observer sampling every node's /v1/server/ha/state every
+# ~10 ms.
 #
-#   scripts/bench-failover.sh [RUNS] [T] [p] [--append]
+#   scripts/bench-failover.sh [RUNS] [T] [p] [--store dir|s3] [--append]
 #
-# Defaults: 30 runs at T = 2s, p = 200ms. With --append, the table and the machine it ran on
-# are appended to docs/BENCHMARKS.md.
+# Defaults: 30 runs at T = 2s, p = 200ms on a directory. --store s3 runs the nodes on a fresh
+# bucket of a local S3 server (moto, scripts/moto.sh: installed and started if needed). With
+# --append, the table and the machine it ran on are appended to docs/BENCHMARKS.md.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 APPEND=0
+STORE=dir
 ARGS=()
-for a in "$@"; do
-    if [ "$a" = --append ]; then APPEND=1; else ARGS+=("$a"); fi
+while (($#)); do
+    case $1 in
+        --append) APPEND=1 ;;
+        --store) STORE=${2:?--store needs dir or s3}; shift ;;
+        --store=*) STORE=${1#--store=} ;;
+        *) ARGS+=("$1") ;;
+    esac
+    shift
 done
+case $STORE in dir | s3) ;; *) echo "--store is dir or s3, not $STORE" >&2; exit 2 ;; esac
 RUNS=${ARGS[0]:-30}
 T=${ARGS[1]:-2s}
 P=${ARGS[2]:-200ms}
@@ -20,17 +30,28 @@ P=${ARGS[2]:-200ms}
 cargo build --release -q -p tenure
 cargo build -q -p tenure-tests --bin bench_failover
 export TENURE_BIN=$PWD/target/release/tenure
-TABLE=$(target/debug/bench_failover "$RUNS" "$T" "$P")
+if [ "$STORE" = s3 ] && [ -z "${TENURE_S3_ENDPOINT:-}" ]; then
+    TENURE_S3_ENDPOINT=$(bash scripts/moto.sh start)
+    export TENURE_S3_ENDPOINT
+fi
+TABLE=$(target/debug/bench_failover "$RUNS" "$T" "$P" "$STORE")
 echo "$TABLE"
 
 if [ "$APPEND" = 1 ]; then
     CPU=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')
     {
         echo
-        echo "### Failover and handover, directory store, T = $T, p = $P ($(date -u +%Y-%m-%d))"
+        if [ "$STORE" = s3 ]; then
+            WHAT="S3 store (moto $(sed -n 's/^MOTO_VERSION=//p' scripts/moto.sh) on 127.0.0.1)"
+            WHERE="store: a bucket on moto, a Python S3 server on the same machine (storage timeout = p)"
+        else
+            WHAT="directory store"
+            WHERE="store on $(df -T /tmp | awk 'NR==2 {print $2}')"
+        fi
+        echo "### Failover and handover, $WHAT, T = $T, p = $P ($(date -u +%Y-%m-%d))"
         echo
-        echo "Machine: $(nproc) cores ($CPU), $(free -g | awk '/Mem:/ {print $2}') GiB, Linux $(uname -r); store on $(df -T /tmp | awk 'NR==2 {print $2}')."
-        echo "Command: \`scripts/bench-failover.sh $RUNS $T $P --append\`"
+        echo "Machine: $(nproc) cores ($CPU), $(free -g | awk '/Mem:/ {print $2}') GiB, Linux $(uname -r); $WHERE."
+        echo "Command: \`scripts/bench-failover.sh $RUNS $T $P --store $STORE --append\`"
         echo
         echo "$TABLE"
     } >> docs/BENCHMARKS.md

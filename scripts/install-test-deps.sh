@@ -6,6 +6,16 @@ set -euo pipefail
 # Debian packages the tests need beyond the Rust toolchain (none yet: add them here, e.g. for
 # an S3-compatible server or a TCP proxy when tests start using one).
 APT_PACKAGES=()
+# systemd: `systemd-analyze verify` checks deploy/systemd/tenure.service (tests/tests/systemd.rs).
+APT_PACKAGES+=(systemd)
+# The proxies and monitoring plugins the deploy/ examples are tested with (tests/tests/proxies.rs,
+# tests/tests/nagios.rs); curl for deploy/nginx/tenure-upstream-sync.sh.
+APT_PACKAGES+=(haproxy apache2 nginx monitoring-plugins-basic curl)
+# The S3 tests run moto (PyPI) in a virtualenv (scripts/moto.sh): Debian's python3 and
+# python3-venv, only when the python3 on PATH cannot create one.
+if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
+    APT_PACKAGES+=(python3 python3-venv)
+fi
 
 die() { echo "install-test-deps: $*" >&2; exit 1; }
 
@@ -37,5 +47,8 @@ if ((${#missing[@]})); then
     $SUDO apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
+
+# moto, pinned, into a virtualenv outside the repository (idempotent: a no-op once installed).
+bash "$(dirname "${BASH_SOURCE[0]}")/moto.sh" install
 
 echo "install-test-deps: ok ($(cargo --version))"

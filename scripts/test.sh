@@ -7,6 +7,10 @@
 #   TENURE_TEST_RELEASE=1     test the release binary (default: the debug build)
 #   TENURE_TEST_MARGIN_MS=N   slack for timing bounds in the e2e tests (default 400)
 #   TENURE_KEEP_TMP=1         keep every e2e cluster directory (failed ones are always kept)
+#
+# The S3 tests (store conformance, end to end) run against moto on 127.0.0.1: the deps step
+# installs it (scripts/moto.sh, a virtualenv outside the repository), the moto step starts it
+# unless one of ours already runs, and the exit trap stops the one it started, by PID.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -15,9 +19,13 @@ START=$SECONDS
 STEP="start"
 DONE=()
 
+MOTO_OWNED=0
 on_exit() {
     local rc=$?
     local took=$((SECONDS - START))
+    if [ "$MOTO_OWNED" = 1 ]; then
+        bash scripts/moto.sh stop || true
+    fi
     if ((rc == 0)); then
         echo
         echo "test.sh: PASSED (${DONE[*]}) in ${took}s"
@@ -56,6 +64,14 @@ step deps bash scripts/install-test-deps.sh
 step fmt cargo fmt --all -- --check
 step clippy cargo clippy --workspace --all-targets -- -D warnings
 step build cargo build --workspace --all-targets "${PROFILE_FLAG[@]+"${PROFILE_FLAG[@]}"}"
+
+start_moto() {
+    bash scripts/moto.sh endpoint >/dev/null 2>&1 || MOTO_OWNED=1
+    TENURE_S3_ENDPOINT=$(bash scripts/moto.sh start)
+    export TENURE_S3_ENDPOINT
+    echo "TENURE_S3_ENDPOINT=$TENURE_S3_ENDPOINT"
+}
+step moto start_moto
 
 export TENURE_BIN=$TARGET_DIR/$PROFILE_DIR/tenure
 [ -x "$TENURE_BIN" ] || { echo "no binary at $TENURE_BIN after the build" >&2; exit 1; }

@@ -81,7 +81,10 @@ pub struct Node {
     pub port: u16,
     pub log_path: PathBuf,
     pub spec: NodeSpec,
-    store: PathBuf,
+    /// The `--store` argument: the cluster's directory or object-store URL.
+    store: String,
+    /// Environment the store needs (e.g. `AWS_*` for `s3://`), before the spec's own.
+    store_env: Vec<(String, String)>,
     timing: Timing,
     bin: PathBuf,
     child: Option<Child>,
@@ -108,7 +111,7 @@ impl Node {
             "--node-name".into(),
             s.name.clone(),
             "--store".into(),
-            self.store.display().to_string(),
+            self.store.clone(),
             "--bind".into(),
             format!("127.0.0.1:{}", self.port),
             "--node-uri".into(),
@@ -161,7 +164,7 @@ impl Node {
             }
         }
         cmd.env("NO_COLOR", "1");
-        for (k, v) in &self.spec.env {
+        for (k, v) in self.store_env.iter().chain(&self.spec.env) {
             cmd.env(k, v);
         }
         // SAFETY: prctl is async-signal-safe; it only asks the kernel to SIGKILL the child
@@ -405,10 +408,16 @@ pub fn free_port() -> u16 {
 /// A temporary store directory, the node processes using it and an observer sampling them.
 /// Dropping it kills every node; after a failed test it prints the logs and the timeline and
 /// keeps the directory (as it does when `TENURE_KEEP_TMP=1`).
+///
+/// [`Cluster::with_store_url`] makes one whose nodes use an object store instead (the
+/// temporary directory then holds only the logs).
 pub struct Cluster {
     tmp: Option<tempfile::TempDir>,
     root: PathBuf,
     store: PathBuf,
+    /// The `--store` argument and the environment it needs.
+    store_arg: String,
+    store_env: Vec<(String, String)>,
     pub timing: Timing,
     nodes: Vec<Node>,
     observer: Observer,
@@ -433,6 +442,8 @@ impl Cluster {
         Cluster {
             tmp: Some(tmp),
             root,
+            store_arg: store.display().to_string(),
+            store_env: Vec::new(),
             store,
             timing,
             nodes: Vec::new(),
@@ -446,7 +457,21 @@ impl Cluster {
         Self::new(Timing::standard())
     }
 
-    /// The store directory.
+    /// A cluster whose nodes use the store `url` (e.g. `s3://bucket/prefix`), with `env` added
+    /// to every node's environment (e.g. `AWS_ENDPOINT_URL`, credentials).
+    pub fn with_store_url(timing: Timing, url: &str, env: Vec<(String, String)>) -> Self {
+        let mut c = Self::new(timing);
+        c.store_arg = url.to_string();
+        c.store_env = env;
+        c
+    }
+
+    /// The `--store` argument every node gets: the store directory or the store URL.
+    pub fn store_arg(&self) -> &str {
+        &self.store_arg
+    }
+
+    /// The store directory (unused by a [`Cluster::with_store_url`] cluster).
     pub fn store(&self) -> &Path {
         &self.store
     }
@@ -474,7 +499,8 @@ impl Cluster {
             port,
             log_path: self.root.join(format!("{}.log", spec.label)),
             spec,
-            store: self.store.clone(),
+            store: self.store_arg.clone(),
+            store_env: self.store_env.clone(),
             timing: self.timing,
             bin: self.bin.clone(),
             child: None,
@@ -595,7 +621,11 @@ impl Cluster {
 
     /// Every node's log path, exit status and log tail, for failure reports.
     pub fn report(&mut self, tail: usize) -> String {
-        let mut out = format!("cluster directory: {}\n", self.root.display());
+        let mut out = format!(
+            "cluster directory: {} (store {})\n",
+            self.root.display(),
+            self.store_arg
+        );
         for n in &mut self.nodes {
             let status = match n.try_exit() {
                 Some(c) => format!("exited with {c}"),

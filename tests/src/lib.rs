@@ -16,6 +16,8 @@ pub mod checker;
 pub mod cluster;
 pub mod expect;
 pub mod observer;
+pub mod s3;
+pub mod scenarios;
 
 pub use checker::{History, Onset, Violation};
 pub use cluster::{Cluster, Node, NodeSpec};

@@ -35,6 +35,28 @@ pub enum Cmd {
     Demote(QueryArgs),
     /// Read a password on standard input and print its hash for a --users file.
     HashPassword,
+    /// Find the master: ask the given nodes in order and print the master's node URI
+    /// (exit 1 if no node names a live master).
+    Master(MasterArgs),
+    /// Nagios/Icinga plugin: one line `TENURE OK|WARNING|CRITICAL|UNKNOWN - text | perfdata`,
+    /// exit 0/1/2/3.
+    Check(CheckArgs),
+    /// Check a store before using it: lock exclusion or conditional-write enforcement,
+    /// read-after-write, mount options, latency. Prints a checklist; exit 0 if all pass, 1 if not.
+    Doctor(DoctorArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct DoctorArgs {
+    /// The store to check, as given to `tenure run --store`.
+    #[arg(long, env = "TENURE_STORE")]
+    pub store: String,
+    /// Deadline of one storage call, as `tenure run --storage-timeout`.
+    #[arg(long, env = "TENURE_STORAGE_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub storage_timeout: Duration,
+    /// Accept an NFS mount older than v4 (locks through NLM), as `tenure run --allow-nlm`.
+    #[arg(long, env = "TENURE_ALLOW_NLM")]
+    pub allow_nlm: bool,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -48,6 +70,49 @@ pub struct QueryArgs {
     /// How long to wait for the node.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub timeout: Duration,
+    /// Skip verification of the node's TLS certificate (applies to https:// URLs).
+    #[arg(short = 'k', long, env = "TENURE_INSECURE")]
+    pub insecure: bool,
+    /// Trust this PEM certificate (or CA) for https:// URLs, besides the system's roots.
+    #[arg(long, env = "TENURE_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct MasterArgs {
+    /// The nodes to ask, in order, comma-separated (e.g. http://a:8081,http://b:8081).
+    #[arg(long, env = "TENURE_NODES", value_delimiter = ',', required = true)]
+    pub nodes: Vec<String>,
+    /// Credentials, as user:password.
+    #[arg(short = 'u', long = "user", env = "TENURE_USER")]
+    pub user: Option<String>,
+    /// How long to wait for each node.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    pub timeout: Duration,
+    /// Skip verification of TLS certificates.
+    #[arg(short = 'k', long, env = "TENURE_INSECURE")]
+    pub insecure: bool,
+    /// Trust this PEM certificate (or CA) for https:// URLs, besides the system's roots.
+    #[arg(long, env = "TENURE_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    pub query: QueryArgs,
+    /// WARNING when the master's heartbeat age reaches this (set about T/3).
+    #[arg(short = 'w', long, default_value = "10s", value_parser = parse_duration)]
+    pub warning: Duration,
+    /// CRITICAL when the master's heartbeat age reaches this (set about 2T/3).
+    #[arg(short = 'c', long, default_value = "20s", value_parser = parse_duration)]
+    pub critical: Duration,
+    /// WARNING when the node's latest storage call took this long.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pub storage_warning: Duration,
+    /// CRITICAL when the node's latest storage call took this long.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub storage_critical: Duration,
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
@@ -67,7 +132,9 @@ pub struct RunArgs {
     #[arg(long, env = "TENURE_MODE", default_value = "auto", value_parser = parse_mode)]
     pub mode: Mode,
 
-    /// The shared store: a directory path (or file:///path), the same on every node.
+    /// The shared store, the same on every node: a directory path (or file:///path), or
+    /// s3://bucket/prefix, gs://bucket/prefix, az://container/prefix (endpoint, region and
+    /// credentials from the usual AWS_*, GOOGLE_*, AZURE_* variables).
     #[arg(long, env = "TENURE_STORE")]
     pub store: Option<String>,
 
@@ -146,6 +213,25 @@ pub struct RunArgs {
     /// Command run on every state change.
     #[arg(long, env = "TENURE_ON_CHANGE")]
     pub on_change: Option<String>,
+
+    /// Command (run with sh -c) kept running only while this node is MASTER: started at
+    /// promotion, restarted with backoff if it exits, stopped (SIGTERM, SIGKILL at G/2) before
+    /// the lease is released.
+    #[arg(long, env = "TENURE_EXEC")]
+    pub exec: Option<String>,
+
+    /// Serve HTTPS with this PEM certificate chain (needs --tls-key).
+    #[arg(long, env = "TENURE_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The PEM private key for --tls-cert.
+    #[arg(long, env = "TENURE_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Trust this PEM certificate (or CA) when nudging https:// peers [default: --tls-cert,
+    /// so nodes sharing one certificate trust each other].
+    #[arg(long, env = "TENURE_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
 
     /// A JSON file with any of these settings, keyed by flag name (e.g. "node-name").
     #[arg(long, env = "TENURE_CONFIG")]
@@ -268,6 +354,10 @@ const RUN_FLAGS: &[&str] = &[
     "on-promote",
     "on-demote",
     "on-change",
+    "exec",
+    "tls-cert",
+    "tls-key",
+    "tls-ca",
     "log-format",
 ];
 

@@ -5,16 +5,21 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::process::Stdio;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 use tenure_election::NodeState;
 use tenure_election::driver::{HookEvent, Hooks};
+
+use crate::exec::Exec;
 
 pub struct ShellHooks {
     pub on_promote: Option<String>,
     pub on_demote: Option<String>,
     pub on_change: Option<String>,
-    /// Time limit of each hook run: the demote grace G.
+    /// Time limit of all the hooks of one transition together: the demote grace G.
     pub limit: Duration,
+    /// `--exec`: runs while this node is master; stopped within the same limit.
+    pub exec: Option<Arc<Exec>>,
 }
 
 impl Hooks for ShellHooks {
@@ -34,15 +39,44 @@ impl Hooks for ShellHooks {
             cmds.push(("on-change", c.clone()));
         }
         let limit = self.limit;
-        Box::pin(async move {
-            let mut result = Ok(());
-            for (which, cmd) in cmds {
-                if let Err(e) = run_one(which, &cmd, &ev, limit).await {
-                    result = Err(e);
+        let start = Instant::now();
+        // Start or stop --exec now, in transition order; the stop completes within G/2 (then
+        // SIGKILL), beside the hooks, and the release waits for both.
+        let stop_exec = self.exec.as_ref().and_then(|x| {
+            if ev.previous == NodeState::Master && ev.state != NodeState::Master {
+                Some(x.stop(start + limit / 2))
+            } else {
+                if ev.state == NodeState::Master {
+                    x.start(ev.epoch);
                 }
+                None
             }
+        });
+        Box::pin(async move {
+            // A transition's hooks run side by side, so together they still end within G
+            // (the release waits for all of them) and one hanging hook cannot starve another.
+            let ev = &ev;
+            let hooks = async {
+                let mut set = cmds.into_iter().map(|(which, cmd)| async move {
+                    run_one(which, &cmd, ev, limit.saturating_sub(start.elapsed())).await
+                });
+                let (a, b, c) = tokio::join!(opt(set.next()), opt(set.next()), opt(set.next()));
+                a.and(b).and(c)
+            };
+            let (result, ()) = tokio::join!(hooks, async {
+                if let Some(s) = stop_exec {
+                    s.await
+                }
+            });
             result
         })
+    }
+}
+
+async fn opt<F: Future<Output = Result<(), String>>>(f: Option<F>) -> Result<(), String> {
+    match f {
+        Some(f) => f.await,
+        None => Ok(()),
     }
 }
 

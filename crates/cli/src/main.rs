@@ -1,7 +1,12 @@
 //! `tenure`: the daemon (`run`) and the operator commands.
 
 mod args;
+mod check;
+mod doctor;
+mod exec;
 mod hooks;
+mod master;
+mod notify;
 mod query;
 mod run;
 
@@ -18,7 +23,19 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    // clap exits 2 on usage errors and 0 for --help/--version.
+    // clap exits 2 on usage errors and 0 for --help/--version; a Nagios plugin must say
+    // UNKNOWN (3) instead.
+    if argv.get(1).map(String::as_str) == Some("check") {
+        use clap::error::ErrorKind;
+        if let Err(e) = Cli::try_parse_from(&argv)
+            && !matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion)
+        {
+            let msg = e.to_string();
+            let first = msg.lines().next().unwrap_or("bad arguments");
+            println!("TENURE UNKNOWN - {}", first.trim_start_matches("error: "));
+            return ExitCode::from(3);
+        }
+    }
     let cli = Cli::parse_from(argv);
     let code = match cli.command {
         Cmd::Run(a) => run::main(*a),
@@ -27,6 +44,9 @@ fn main() -> ExitCode {
         Cmd::Promote(q) => query::set_mode(q, tenure_election::Mode::Master),
         Cmd::Demote(q) => query::set_mode(q, tenure_election::Mode::Standby),
         Cmd::HashPassword => query::hash_password(),
+        Cmd::Master(a) => master::main(a),
+        Cmd::Check(a) => check::main(a),
+        Cmd::Doctor(a) => doctor::main(a),
     };
     ExitCode::from(code)
 }

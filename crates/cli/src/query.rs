@@ -5,7 +5,7 @@ use std::io::{BufRead, IsTerminal};
 use tenure_election::Mode;
 use tenure_http::Client;
 
-fn client(q: &QueryArgs) -> Result<Client, String> {
+pub(crate) fn client(q: &QueryArgs) -> Result<Client, String> {
     let auth = match &q.user {
         None => None,
         Some(u) => match u.split_once(':') {
@@ -13,7 +13,11 @@ fn client(q: &QueryArgs) -> Result<Client, String> {
             None => return Err("-u takes user:password".into()),
         },
     };
-    Client::new(q.timeout, auth)
+    let tls = tenure_http::Tls {
+        insecure: q.insecure,
+        ca: q.tls_ca.clone(),
+    };
+    Client::with_tls(q.timeout, auth, &tls)
 }
 
 fn block_on<F: std::future::Future>(f: F) -> F::Output {

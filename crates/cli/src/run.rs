@@ -35,7 +35,7 @@ pub fn main(a: RunArgs) -> u8 {
     }
     let Some(store_arg) = a.store.clone() else {
         return usage(
-            "--store is required: the directory every node shares, e.g. --store /srv/tenure",
+            "--store is required: the store every node shares, e.g. --store /srv/tenure or --store s3://bucket/tenure",
         );
     };
     let bind: SocketAddr = match a.bind.parse() {
@@ -52,7 +52,14 @@ pub fn main(a: RunArgs) -> u8 {
     let cfg = Config {
         name: name.clone(),
         instance_id: uuid::Uuid::new_v4().to_string(),
-        uri: a.node_uri.clone().unwrap_or_else(|| default_uri(bind)),
+        uri: a.node_uri.clone().unwrap_or_else(|| {
+            let uri = default_uri(bind);
+            if a.tls_cert.is_some() {
+                uri.replacen("http://", "https://", 1)
+            } else {
+                uri
+            }
+        }),
         mode: a.mode,
         heartbeat_timeout: t,
         poll_period: p,
@@ -119,14 +126,26 @@ async fn serve(
             return REFUSED;
         }
     };
+    let tls = match (&a.tls_cert, &a.tls_key) {
+        (Some(cert), Some(key)) => match tenure_http::TlsConfig::load(cert, key).await {
+            Ok(t) => Some(t),
+            Err(e) => return usage(e),
+        },
+        _ => None,
+    };
     let name = cfg.name.clone();
     let span = tracing::info_span!("tenure", node = %name);
-    tracing::info!(parent: &span, "serving the HA API on http://{bind} (node URI {}), store {}", cfg.uri, store.describe());
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    tracing::info!(parent: &span, "serving the HA API on {scheme}://{bind} (node URI {}), store {}", cfg.uri, store.describe());
 
     let initial = Snapshot::initializing(&cfg.name, &cfg.instance_id, &cfg.uri, cfg.mode);
     let (snap_tx, snap_rx) = watch::channel(Arc::new(initial));
     let (cmd_tx, cmd_rx) = mpsc::channel::<Command>(64);
-    let nudger = tenure_http::NudgeClient::new();
+    // Peers sharing this node's certificate trust it without --tls-ca.
+    let nudger = tenure_http::NudgeClient::with_tls(&tenure_http::Tls {
+        insecure: false,
+        ca: a.tls_ca.clone().or_else(|| a.tls_cert.clone()),
+    });
     let peers: Arc<dyn tenure_election::driver::Peers> = match &nudger {
         Ok(c) => Arc::new(c.clone()),
         Err(e) => {
@@ -134,27 +153,41 @@ async fn serve(
             Arc::new(tenure_election::driver::NoPeers)
         }
     };
+    let exec = a
+        .exec
+        .clone()
+        .map(|cmd| Arc::new(crate::exec::Exec::new(cmd, cfg.name.clone())));
     let hooks = Arc::new(ShellHooks {
         on_promote: a.on_promote.clone(),
         on_demote: a.on_demote.clone(),
         on_change: a.on_change.clone(),
         limit: cfg.demote_grace,
+        exec: exec.clone(),
     });
+    let cfg_grace = cfg.demote_grace / 2;
     let now = Now {
         mono: clock::now(),
         wall_ms: clock::wall_millis(),
     };
     let machine = Machine::new(cfg, now);
-    let driver = Driver::new(machine, store, snap_tx, cmd_rx, peers, hooks);
+    let stats = Arc::new(tenure_election::Stats::default());
+    let driver =
+        Driver::new(machine, store, snap_tx, cmd_rx, peers, hooks).with_stats(stats.clone());
 
-    let api = tenure_http::ApiState::new(snap_rx, cmd_tx.clone(), users, a.public_state);
+    let notifier = tokio::spawn(crate::notify::run(stats.clone(), snap_rx.clone()));
+    let api = tenure_http::ApiState::new(snap_rx, cmd_tx.clone(), users, a.public_state)
+        .with_stats(stats);
     let (stop_http_tx, mut stop_http_rx) = watch::channel(false);
     let http = tokio::spawn(
         async move {
             let shutdown = async move {
                 let _ = stop_http_rx.wait_for(|s| *s).await;
             };
-            if let Err(e) = tenure_http::serve(listener, api, shutdown).await {
+            let served = match tls {
+                Some(tls) => tenure_http::serve_tls(listener, api, tls, shutdown).await,
+                None => tenure_http::serve(listener, api, shutdown).await,
+            };
+            if let Err(e) = served {
                 tracing::error!("HTTP server failed: {e}");
             }
         }
@@ -163,6 +196,12 @@ async fn serve(
     tokio::spawn(signals(cmd_tx).instrument(span.clone()));
 
     let exit = driver.run().instrument(span.clone()).await;
+    crate::notify::stopping();
+    notifier.abort();
+    if let Some(x) = &exec {
+        // Normally stopped by the MASTER -> X hook already; this covers any other way out.
+        x.stop(std::time::Instant::now() + cfg_grace).await;
+    }
     if let Ok(n) = &nudger {
         // The release nudges the standbys; let those requests leave before the runtime ends.
         n.drain(Duration::from_millis(500)).await;
@@ -207,13 +246,16 @@ async fn signals(cmd_tx: mpsc::Sender<Command>) {
 }
 
 fn open_store(arg: &str, a: &RunArgs, lock_wait: Duration) -> Result<Arc<dyn Store>, (u8, String)> {
+    if tenure_persistence::is_object_url(arg) {
+        return open_object_store(arg, lock_wait, a.poll_period);
+    }
     let path = if let Some(p) = arg.strip_prefix("file://") {
         PathBuf::from(p)
     } else if let Some((scheme, _)) = arg.split_once("://") {
         return Err((
             USAGE,
             format!(
-                "--store {arg}: the {scheme}:// backend is not available in this build; use a directory path (local disk or an NFS mount)"
+                "--store {arg}: there is no {scheme}:// backend; use a directory path (local disk or an NFS mount), file:///path, s3://bucket/prefix, gs://bucket/prefix or az://container/prefix"
             ),
         ));
     } else {
@@ -229,6 +271,40 @@ fn open_store(arg: &str, a: &RunArgs, lock_wait: Duration) -> Result<Arc<dyn Sto
     DirStore::open(&path, opts)
         .map(|s| Arc::new(s) as Arc<dyn Store>)
         .map_err(|e| (REFUSED, e))
+}
+
+/// `s3://`, `gs://`, `az://`: the storage deadline is also the HTTP client's timeout, so no
+/// request outlives its call. A server that ignores conditional writes would let two nodes
+/// take the lease: it is refused at start-up (a probe under `probe/`, DESIGN §3).
+fn open_object_store(
+    url: &str,
+    timeout: Duration,
+    poll: Duration,
+) -> Result<Arc<dyn Store>, (u8, String)> {
+    let opts = tenure_persistence::ObjOptions {
+        timeout,
+        ..Default::default()
+    };
+    let store = tenure_persistence::ObjStore::open(url, opts).map_err(|e| (REFUSED, e))?;
+    // An unreachable store may be a blip at boot; a broken one answers the same every time.
+    const ATTEMPTS: u32 = 3;
+    let mut attempt = 1;
+    loop {
+        match tenure_persistence::probe_conditional_writes_detailed(&store) {
+            Ok(()) => return Ok(Arc::new(store)),
+            Err(tenure_persistence::ProbeError::Unusable(m)) if attempt < ATTEMPTS => {
+                tracing::warn!("store probe {attempt}/{ATTEMPTS} failed, retrying: {m}");
+                attempt += 1;
+                std::thread::sleep(poll.max(Duration::from_millis(200)));
+            }
+            Err(tenure_persistence::ProbeError::Unusable(m)) => {
+                return Err((REFUSED, format!("the store is not usable: {m}")));
+            }
+            Err(tenure_persistence::ProbeError::Broken(m)) => {
+                return Err((REFUSED, format!("refusing the store: {m}")));
+            }
+        }
+    }
 }
 
 fn default_uri(bind: SocketAddr) -> String {

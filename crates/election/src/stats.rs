@@ -16,6 +16,8 @@ pub struct Latency {
     buckets: [AtomicU64; LATENCY_BUCKETS.len() + 1],
     sum_ns: AtomicU64,
     count: AtomicU64,
+    /// The most recent observation (ns): what `tenure check` compares with its thresholds.
+    last_ns: AtomicU64,
 }
 
 impl Latency {
@@ -29,6 +31,16 @@ impl Latency {
         self.sum_ns
             .fetch_add(d.as_nanos().min(u64::MAX as u128) as u64, Ordering::Relaxed);
         self.count.fetch_add(1, Ordering::Relaxed);
+        self.last_ns.store(
+            d.as_nanos().min(u64::MAX as u128) as u64,
+            Ordering::Relaxed,
+        );
+    }
+
+    /// The most recent observation, if any.
+    pub fn last(&self) -> Option<Duration> {
+        (self.count.load(Ordering::Relaxed) > 0)
+            .then(|| Duration::from_nanos(self.last_ns.load(Ordering::Relaxed)))
     }
 
     /// (sum in seconds, count, per-bucket counts with their upper bounds, the last `f64::MAX`).

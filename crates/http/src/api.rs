@@ -292,10 +292,18 @@ pub(crate) async fn ha_metrics(_: CanRead, State(state): State<ApiState>) -> Res
         "heartbeatTimeoutMs": snap.heartbeat_timeout_ms,
         "pollPeriodMs": snap.poll_period_ms,
         "storageErrors": snap.storage_errors,
+        // The latest storage call and lease write, for monitors (`tenure check`): null
+        // before the first one.
+        "storageLatencyMs": last_ms(state.inner.stats.as_ref().and_then(|s| s.storage_latency.last())),
+        "renewLatencyMs": last_ms(state.inner.stats.as_ref().and_then(|s| s.renew_latency.last())),
         "badRecords": snap.bad_records.len(),
         "transitions": transitions,
     });
     json_response(&body)
+}
+
+fn last_ms(d: Option<std::time::Duration>) -> Option<f64> {
+    d.map(|d| d.as_secs_f64() * 1e3)
 }
 
 pub(crate) async fn prometheus(_: CanRead, State(state): State<ApiState>) -> Response {

@@ -5,6 +5,34 @@ use std::time::Duration;
 use tenure_election::driver::Peers;
 use tenure_election::{Mode, NodeState};
 
+/// TLS settings of a client, for https:// URLs (plain http:// ignores them).
+#[derive(Clone, Debug, Default)]
+pub struct Tls {
+    /// Accept any certificate (curl's `-k`): for operators testing a self-signed setup.
+    pub insecure: bool,
+    /// PEM certificates to trust besides the system's roots: a private CA, or the nodes' own
+    /// self-signed certificate.
+    pub ca: Option<std::path::PathBuf>,
+}
+
+impl Tls {
+    fn apply(&self, mut b: reqwest::ClientBuilder) -> Result<reqwest::ClientBuilder, String> {
+        if self.insecure {
+            b = b.danger_accept_invalid_certs(true);
+        }
+        if let Some(path) = &self.ca {
+            let pem = std::fs::read(path)
+                .map_err(|e| format!("cannot read the CA file {}: {e}", path.display()))?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| format!("{} holds no PEM certificate: {e}", path.display()))?;
+            for c in certs {
+                b = b.add_root_certificate(c);
+            }
+        }
+        Ok(b)
+    }
+}
+
 /// A failed call, worded for the operator.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -54,7 +82,17 @@ fn url(base: &str, path: &str) -> String {
 
 impl Client {
     pub fn new(timeout: Duration, basic_auth: Option<(String, String)>) -> Result<Client, String> {
-        let http = reqwest::Client::builder()
+        Client::with_tls(timeout, basic_auth, &Tls::default())
+    }
+
+    /// Like [`Client::new`], with TLS settings for https:// URLs.
+    pub fn with_tls(
+        timeout: Duration,
+        basic_auth: Option<(String, String)>,
+        tls: &Tls,
+    ) -> Result<Client, String> {
+        let http = tls
+            .apply(reqwest::Client::builder())?
             .timeout(timeout)
             .build()
             .map_err(|e| format!("cannot set up the HTTP client: {e}"))?;
@@ -80,6 +118,13 @@ impl Client {
     /// The `/ha/states` summary as JSON.
     pub async fn states(&self, base: &str) -> Result<serde_json::Value, ClientError> {
         let u = url(base, "states");
+        let resp = self.send(self.http.get(&u), &u).await?;
+        decode(resp, &u).await
+    }
+
+    /// The node's `/ha/metrics` (state, epoch, storage latency, transitions) as JSON.
+    pub async fn metrics(&self, base: &str) -> Result<serde_json::Value, ClientError> {
+        let u = url(base, "metrics");
         let resp = self.send(self.http.get(&u), &u).await?;
         decode(resp, &u).await
     }
@@ -196,7 +241,13 @@ pub struct NudgeClient {
 impl NudgeClient {
     /// Call from within the tokio runtime the nudges should run on.
     pub fn new() -> Result<NudgeClient, String> {
-        let http = reqwest::Client::builder()
+        NudgeClient::with_tls(&Tls::default())
+    }
+
+    /// Like [`NudgeClient::new`], trusting `tls` for peers with https:// URIs.
+    pub fn with_tls(tls: &Tls) -> Result<NudgeClient, String> {
+        let http = tls
+            .apply(reqwest::Client::builder())?
             .timeout(Duration::from_millis(500))
             // Nudges go to peers' own URIs; a proxy in the environment must not intercept them.
             .no_proxy()

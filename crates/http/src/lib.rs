@@ -10,6 +10,7 @@ pub mod client;
 mod error;
 mod prom;
 mod summary;
+mod tls;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request, State};
@@ -25,7 +26,8 @@ use tenure_election::{Command, CommandError, Nanos, Snapshot, clock};
 use tokio::sync::{mpsc, oneshot, watch};
 
 pub use auth::{Users, hash_password};
-pub use client::{Client, ClientError, NudgeClient};
+pub use client::{Client, ClientError, NudgeClient, Tls};
+pub use tls::{TlsConfig, serve_tls};
 
 use error::ApiError;
 
@@ -53,6 +55,7 @@ struct Inner {
     started_wall_ms: i64,
     nudges: std::sync::Mutex<NudgeGate>,
     registry: prometheus_client::registry::Registry,
+    stats: Option<Arc<tenure_election::Stats>>,
 }
 
 /// What the handlers share. Cheap to clone.
@@ -71,7 +74,8 @@ impl ApiState {
     ) -> Self {
         ApiState {
             inner: Arc::new(Inner {
-                registry: prom::registry(snapshot.clone()),
+                registry: prom::registry(snapshot.clone(), None),
+                stats: None,
                 snapshot,
                 commands,
                 users,
@@ -82,6 +86,15 @@ impl ApiState {
             }),
             command_timeout: Duration::from_secs(60),
         }
+    }
+
+    /// Adds the driver's counters to `/metrics` (latency histograms; transitions since start).
+    /// Call before the state is cloned.
+    pub fn with_stats(mut self, stats: Arc<tenure_election::Stats>) -> Self {
+        let inner = Arc::get_mut(&mut self.inner).expect("with_stats is called before cloning");
+        inner.registry = prom::registry(inner.snapshot.clone(), Some(stats.clone()));
+        inner.stats = Some(stats);
+        self
     }
 
     /// How long a change request waits for the driver's answer (default 60 s; then 503).

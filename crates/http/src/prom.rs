@@ -3,16 +3,40 @@
 
 use crate::summary::{known_epoch, summarize};
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, MetricEncoder, NoLabelSet};
+use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
+use prometheus_client::registry::Unit;
 use std::sync::Arc;
-use tenure_election::{NodeState, Snapshot, clock};
+use tenure_election::stats::Latency;
+use tenure_election::{NodeState, Snapshot, Stats, clock};
 use tokio::sync::watch;
 
 pub(crate) struct SnapshotCollector {
     pub snapshot: watch::Receiver<Arc<Snapshot>>,
+    /// The driver's counters, when it shares them (latency histograms, transitions since start).
+    pub stats: Option<Arc<Stats>>,
+}
+
+/// A histogram read from [`tenure_election::stats::Latency`] at scrape time, encoded as
+/// prometheus-client encodes its own histograms.
+struct LatencyMetric<'a>(&'a Latency);
+
+impl EncodeMetric for LatencyMetric<'_> {
+    fn encode(&self, mut enc: MetricEncoder) -> std::fmt::Result {
+        let (sum, count, buckets) = self.0.read();
+        enc.encode_histogram::<NoLabelSet>(sum, count, &buckets, None)
+    }
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
+    }
+}
+
+fn histogram(enc: &mut DescriptorEncoder, name: &str, help: &str, l: &Latency) -> std::fmt::Result {
+    let m = LatencyMetric(l);
+    m.encode(enc.encode_descriptor(name, help, Some(&Unit::Seconds), m.metric_type())?)
 }
 
 impl std::fmt::Debug for SnapshotCollector {
@@ -74,9 +98,25 @@ impl Collector for SnapshotCollector {
         counter(
             &mut enc,
             "tenure_transitions",
-            "State transitions of this node (as kept in its history)",
-            snap.transitions.len() as u64,
+            "State transitions of this node since it started",
+            self.stats
+                .as_ref()
+                .map_or(snap.transitions.len() as u64, |s| s.transitions()),
         )?;
+        if let Some(stats) = &self.stats {
+            histogram(
+                &mut enc,
+                "tenure_renew_latency",
+                "Conditional lease writes (renewals, retakes, releases), from issue to result",
+                &stats.renew_latency,
+            )?;
+            histogram(
+                &mut enc,
+                "tenure_storage_latency",
+                "Every storage call, from issue to result",
+                &stats.storage_latency,
+            )?;
+        }
         {
             let proto = ConstGauge::new(0f64);
             let mut family = enc.encode_descriptor(
@@ -113,9 +153,12 @@ impl Collector for SnapshotCollector {
     }
 }
 
-pub(crate) fn registry(snapshot: watch::Receiver<Arc<Snapshot>>) -> Registry {
+pub(crate) fn registry(
+    snapshot: watch::Receiver<Arc<Snapshot>>,
+    stats: Option<Arc<Stats>>,
+) -> Registry {
     let mut r = Registry::default();
-    r.register_collector(Box::new(SnapshotCollector { snapshot }));
+    r.register_collector(Box::new(SnapshotCollector { snapshot, stats }));
     r
 }
 

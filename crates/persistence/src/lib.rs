@@ -11,18 +11,29 @@
 //! operation in flight and a deadline on every call, so a hung filesystem never blocks the
 //! election loop.
 //!
-//! Backends: [`DirStore`] (local disk or NFS, flock), [`MemoryStore`] (tests, with fault
-//! injection). [`conformance`] is the one suite every backend must pass.
+//! Backends: [`DirStore`] (local disk or NFS, flock), [`ObjStore`] (S3, GCS, Azure and
+//! S3-compatible servers), [`MemoryStore`] (tests, with fault injection). [`conformance`] is
+//! the one suite every backend must pass; [`probe_conditional_writes`] checks at start-up that
+//! a store enforces conditional writes.
 
 pub mod conformance;
 mod dir;
+pub mod fake_s3;
 mod io_thread;
 mod memory;
+pub mod moto;
 pub mod mount;
+mod object;
+mod probe;
 
 pub use dir::{DirOptions, DirStore, LEASE_FILE, LEASE_PAYLOAD_MAX, LEASE_SLOT_BYTES};
 pub use io_thread::IoThread;
 pub use memory::MemoryStore;
+pub use object::{LEASE_OBJECT, ObjOptions, ObjStore, is_object_url};
+pub use probe::{
+    IGNORES_CONDITIONS_FIX, ProbeError, probe_conditional_writes,
+    probe_conditional_writes_detailed, probe_create_race, probe_key,
+};
 
 use std::time::SystemTime;
 

@@ -1,7 +1,10 @@
 //! Crash failover and graceful handover, measured with real processes on a real directory and
 //! an observer sampling every node's `/v1/server/ha/state` every ~10 ms.
 //!
-//! usage: bench_failover [RUNS] [T] [p]      (defaults: 10 runs, T = 2s, p = 200ms)
+//! usage: bench_failover [RUNS] [T] [p] [STORE]   (defaults: 10 runs, T = 2s, p = 200ms, dir)
+//!
+//! STORE is `dir` (a local directory) or `s3` (a fresh bucket on the local moto server, see
+//! `tenure_persistence::moto`).
 //!
 //! For each run: a fresh 3-node cluster; kill -9 of the master, time until another node
 //! answers MASTER (reported as failover − T); then SIGTERM of the new master, time until a third
@@ -10,6 +13,16 @@
 
 use std::time::{Duration, Instant};
 use tenure_tests::{Cluster, Timing};
+
+/// A fresh cluster on the chosen store.
+fn cluster(store: &str, timing: Timing) -> Cluster {
+    match store {
+        "dir" => Cluster::new(timing),
+        "s3" => tenure_tests::s3::s3_cluster(timing, "bench")
+            .expect("no S3 server: unset TENURE_SKIP_S3 to start moto"),
+        other => panic!("STORE is dir or s3, not {other:?}"),
+    }
+}
 
 fn parse(arg: Option<String>, default: &str) -> Duration {
     humantime_lite(&arg.unwrap_or_else(|| default.to_string()))
@@ -48,6 +61,7 @@ fn main() {
         .map_or(10, |s| s.parse().expect("RUNS is a number"));
     let t = parse(args.next(), "2s");
     let p = parse(args.next(), "200ms");
+    let store = args.next().unwrap_or_else(|| "dir".to_string());
     let timing = Timing {
         t,
         p,
@@ -57,7 +71,7 @@ fn main() {
     let mut failover_minus_t = Vec::new();
     let mut handover = Vec::new();
     for run in 1..=runs {
-        let mut c = Cluster::new(timing);
+        let mut c = cluster(&store, timing);
         c.start_all(&names);
         let (old, _) = c.wait_stable_master(&names, t * 3 + Duration::from_secs(5));
         let killed = c.node_mut(&old).kill9();

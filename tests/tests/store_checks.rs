@@ -1,0 +1,255 @@
+//! `tenure doctor` and `tenure run`'s start-up checks of a store, with the real binary: a
+//! directory and S3 on moto pass; a server that ignores conditional writes (a fake on
+//! 127.0.0.1: no real server does that on demand), a missing bucket and missing credentials are
+//! refused with exit 1 and a message that says why and what to do.
+
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+use tenure_persistence::fake_s3::{Objects, object_server};
+use tenure_persistence::moto;
+use tenure_tests::{serial, tenure_bin};
+
+/// Run `tenure args…` with exactly `env` as its AWS_* environment; kill it after `limit`.
+fn tenure(args: &[&str], env: &[(String, String)], limit: Duration) -> (Output, Duration) {
+    let mut cmd = Command::new(tenure_bin());
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .env("NO_COLOR", "1");
+    for (k, _) in std::env::vars_os() {
+        let k = k.to_string_lossy();
+        if k.starts_with("AWS_") || k.starts_with("TENURE_") {
+            cmd.env_remove(&*k);
+        }
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let started = Instant::now();
+    let mut child = cmd.spawn().expect("spawn tenure");
+    let pid = child.id() as i32;
+    // A watchdog, so a hang fails the test instead of blocking it.
+    let watchdog = std::thread::spawn(move || {
+        let until = Instant::now() + limit;
+        while Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(20));
+            // SAFETY: signal 0 only checks that the process exists.
+            if unsafe { libc::kill(pid, 0) } != 0 {
+                return false;
+            }
+        }
+        // SAFETY: our own child.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+        true
+    });
+    let out = child.wait_with_output().expect("wait for tenure");
+    let took = started.elapsed();
+    let killed = watchdog.join().unwrap_or(false);
+    assert!(
+        !killed,
+        "tenure {args:?} still ran after {limit:?}: stderr:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out, took)
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn moto_bucket(tag: &str) -> Option<(String, String)> {
+    let endpoint = moto::require()?;
+    let bucket = moto::unique_bucket(tag);
+    moto::create_bucket(&endpoint, &bucket).unwrap();
+    Some((endpoint, bucket))
+}
+
+#[test]
+fn doctor_passes_on_moto_and_on_a_directory() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let (out, _) = tenure(
+        &["doctor", "--store", store.to_str().unwrap()],
+        &[],
+        Duration::from_secs(60),
+    );
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
+    for line in [
+        "✓ mount:",
+        "✓ lock exclusion",
+        "✓ conditional writes enforced",
+        "✓ 16-way create race",
+        "✓ read-after-write",
+        "✓ latency",
+        "? cannot check: lock exclusion against other hosts",
+        "all checks passed",
+    ] {
+        assert!(stdout.contains(line), "missing {line:?} in:\n{stdout}");
+    }
+    // It leaves no records behind (only the empty probe/ folder may stay).
+    let mut left: Vec<_> = walk(&store);
+    left.retain(|p| !p.ends_with("/probe"));
+    assert_eq!(
+        left,
+        vec![
+            format!("{}/epochs", store.display()),
+            format!("{}/nodes", store.display())
+        ]
+    );
+
+    let Some((endpoint, bucket)) = moto_bucket("doctor") else {
+        return;
+    };
+    let url = format!("s3://{bucket}/ha");
+    let (out, _) = tenure(
+        &["doctor", "--store", &url],
+        &moto::env(&endpoint),
+        Duration::from_secs(60),
+    );
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
+    for line in [
+        "✓ configuration: s3://",
+        "✓ reachable with these credentials",
+        "✓ conditional writes enforced",
+        "✓ 16-way create race",
+        "✓ read-after-write",
+        "✓ latency",
+        "all checks passed",
+    ] {
+        assert!(stdout.contains(line), "missing {line:?} in:\n{stdout}");
+    }
+    assert!(!stdout.contains('✗'), "{stdout}");
+}
+
+fn walk(root: &std::path::Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(root).unwrap() {
+        let p = e.unwrap().path();
+        out.push(p.display().to_string());
+        if p.is_dir() {
+            out.extend(walk(&p));
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn a_server_ignoring_conditional_writes_is_refused_by_doctor_and_run() {
+    let _serial = serial();
+    let objects = Objects::new(true, 0);
+    let fake = object_server(objects.clone());
+    let env = vec![
+        ("AWS_ENDPOINT_URL".to_string(), fake.endpoint.clone()),
+        ("AWS_ALLOW_HTTP".to_string(), "true".to_string()),
+        ("AWS_ACCESS_KEY_ID".to_string(), "k".to_string()),
+        ("AWS_SECRET_ACCESS_KEY".to_string(), "s".to_string()),
+        ("AWS_REGION".to_string(), "us-east-1".to_string()),
+    ];
+    let (out, _) = tenure(
+        &["doctor", "--store", "s3://careless/ha"],
+        &env,
+        Duration::from_secs(60),
+    );
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    for needle in [
+        "✗ s3://careless/ha: a second create-if-absent",
+        "If-None-Match ignored",
+        "does not enforce conditional writes",
+        "16 concurrent creates",
+        "16 won (exactly one must)",
+        "check failed",
+    ] {
+        assert!(stdout.contains(needle), "missing {needle:?} in:\n{stdout}");
+    }
+
+    let (out, took) = tenure(
+        &[
+            "run",
+            "--node-name",
+            "node-a",
+            "--store",
+            "s3://careless/ha",
+            "--bind",
+            "127.0.0.1:0",
+        ],
+        &env,
+        Duration::from_secs(30),
+    );
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("refusing the store")
+            && stderr.contains("If-None-Match ignored")
+            && stderr.contains("two nodes could both take the lease"),
+        "{stderr}"
+    );
+    // A broken store is refused at once, not after retries.
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+    // It wrote nothing of a cluster (the probe deleted its object).
+    assert_eq!(objects.paths(), Vec::<String>::new());
+}
+
+#[test]
+fn run_names_a_missing_bucket_missing_credentials_and_an_unknown_scheme() {
+    let _serial = serial();
+    let run = |store: &str, env: &[(String, String)]| {
+        let (out, _) = tenure(
+            &[
+                "run",
+                "--node-name",
+                "node-a",
+                "--store",
+                store,
+                "--bind",
+                "127.0.0.1:0",
+                "--poll-period",
+                "200ms",
+                "--heartbeat-timeout",
+                "2s",
+            ],
+            env,
+            Duration::from_secs(30),
+        );
+        (out.status.code(), text(&out.stderr))
+    };
+    let (code, err) = run("ftp://host/x", &[]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("no ftp:// backend") && err.contains("s3://bucket/prefix"),
+        "{err}"
+    );
+
+    // A custom endpoint and no keys: refused before any request.
+    let env = vec![
+        (
+            "AWS_ENDPOINT_URL".to_string(),
+            "http://127.0.0.1:9".to_string(),
+        ),
+        ("AWS_ALLOW_HTTP".to_string(), "true".to_string()),
+    ];
+    let (code, err) = run("s3://b/ha", &env);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("s3://b/ha")
+            && err.contains("AWS_ACCESS_KEY_ID")
+            && err.contains("AWS_SECRET_ACCESS_KEY"),
+        "{err}"
+    );
+
+    let Some(endpoint) = moto::require() else {
+        return;
+    };
+    let missing = moto::unique_bucket("never-created");
+    let (code, err) = run(&format!("s3://{missing}/ha"), &moto::env(&endpoint));
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains(&missing) && err.contains("bucket does not exist: create it"),
+        "{err}"
+    );
+}
