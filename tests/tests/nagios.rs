@@ -142,7 +142,8 @@ fn check_tenure_ok_then_critical_after_kill9_then_a_new_master() {
         assert_eq!(perf(out, "epoch"), Some(epoch.to_string()), "{out}");
         assert!(perf(out, "master_heartbeat_age").is_some(), "{out}");
         // The node's latest storage call, well under the 1 s default warning on a local disk.
-        let latency = perf(out, "storage_latency").unwrap_or_else(|| panic!("no storage_latency: {out}"));
+        let latency =
+            perf(out, "storage_latency").unwrap_or_else(|| panic!("no storage_latency: {out}"));
         let secs: f64 = latency.trim_end_matches('s').parse().expect("seconds");
         assert!(secs < 1.0, "storage latency {secs}s on a local disk: {out}");
     }

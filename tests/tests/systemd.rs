@@ -94,6 +94,11 @@ fn notifies_ready_status_and_watchdog() {
 #[test]
 fn unit_file_verifies() {
     let Ok(out) = Command::new("systemd-analyze").arg("--version").output() else {
+        // CI installs it (scripts/install-test-deps.sh): there a missing tool is a failure.
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "systemd-analyze is missing: scripts/install-test-deps.sh installs it"
+        );
         eprintln!(
             "SKIPPED: systemd-analyze not installed (scripts/install-test-deps.sh installs it)"
         );
@@ -124,5 +129,79 @@ fn unit_file_verifies() {
     assert!(
         stderr.trim().is_empty(),
         "systemd-analyze verify warned: {stderr}"
+    );
+}
+
+/// The environment file example configures a node on its own (as the unit's
+/// `EnvironmentFile=` does): only the host-specific store, address and URI are replaced.
+#[test]
+fn environment_file_example_configures_a_node() {
+    let _serial = serial();
+    let text = std::fs::read_to_string(workspace_root().join("deploy/systemd/tenure.env.example"))
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let port = tenure_tests::cluster::free_port();
+    let mut cmd = Command::new(tenure_bin());
+    cmd.arg("run");
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("TENURE_") {
+            cmd.env_remove(k);
+        }
+    }
+    let mut vars = 0;
+    for line in text.lines().map(str::trim) {
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (k, v) = line.split_once('=').expect("KEY=VALUE");
+        let v = match k {
+            "TENURE_STORE" => dir.path().join("store").to_string_lossy().into_owned(),
+            "TENURE_BIND" => format!("127.0.0.1:{port}"),
+            "TENURE_NODE_URI" => format!("http://127.0.0.1:{port}"),
+            _ => v.to_string(),
+        };
+        cmd.env(k, v);
+        vars += 1;
+    }
+    assert!(vars >= 5, "the example sets the essentials");
+    let log = dir.path().join("node.log");
+    cmd.stdout(std::fs::File::create(&log).unwrap())
+        .stderr(std::fs::File::create(&log).unwrap());
+    let mut child = cmd.spawn().expect("spawn tenure");
+    let base = format!("http://127.0.0.1:{port}");
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(2)))
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let get = |path: &str| -> Option<String> {
+        agent
+            .get(&format!("{base}{path}"))
+            .call()
+            .ok()?
+            .body_mut()
+            .read_to_string()
+            .ok()
+    };
+    // A lone node on an empty store starts the cluster at once (a cold start needs no T).
+    let master = tenure_tests::wait_until(Duration::from_secs(10), || {
+        get("/v1/server/ha/state").as_deref() == Some("\"MASTER\"")
+    });
+    let metrics: serde_json::Value =
+        serde_json::from_str(&get("/v1/server/ha/metrics").unwrap_or_default()).unwrap_or_default();
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = child.wait().unwrap();
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(master, "no MASTER from the env-file node; log:\n{logged}");
+    assert_eq!(metrics["nodeId"], "node-a", "{metrics}");
+    assert_eq!(metrics["heartbeatTimeoutMs"], 30_000, "{metrics}");
+    assert_eq!(metrics["pollPeriodMs"], 1_000, "{metrics}");
+    assert_eq!(status.code(), Some(0), "log:\n{logged}");
+    // TENURE_LOG_FORMAT=json: every log line is a JSON object.
+    let first = logged.lines().next().expect("a log line");
+    assert!(
+        serde_json::from_str::<serde_json::Value>(first).is_ok_and(|v| v.is_object()),
+        "not a JSON log line: {first}"
     );
 }

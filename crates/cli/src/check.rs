@@ -297,11 +297,7 @@ pub fn judge_storage_latency(o: &mut Outcome, latency: Option<Duration>, th: &Th
         None
     };
     if let Some((status, limit)) = level {
-        let reason = format!(
-            "storage latency {}s reached {}s",
-            secs(l),
-            secs(limit)
-        );
+        let reason = format!("storage latency {}s reached {}s", secs(l), secs(limit));
         // Worst reasons first, as evaluate() orders them.
         o.text = if status > o.status || o.text.is_empty() {
             format!("{reason}; {}", o.text)
@@ -468,11 +464,20 @@ mod tests {
         let mut o = ok();
         judge_storage_latency(&mut o, Some(Duration::from_millis(20)), &th);
         assert_eq!(o.status, Status::Ok);
-        assert!(o.perf.ends_with("storage_latency=0.020s;1.000;5.000;0"), "{}", o.perf);
+        assert!(
+            o.perf.ends_with("storage_latency=0.020s;1.000;5.000;0"),
+            "{}",
+            o.perf
+        );
         let mut o = ok();
         judge_storage_latency(&mut o, Some(Duration::from_millis(1500)), &th);
         assert_eq!(o.status, Status::Warning);
-        assert!(o.line().starts_with("TENURE WARNING - storage latency 1.500s reached 1.000s; master a"), "{}", o.line());
+        assert!(
+            o.line()
+                .starts_with("TENURE WARNING - storage latency 1.500s reached 1.000s; master a"),
+            "{}",
+            o.line()
+        );
         let mut o = ok();
         judge_storage_latency(&mut o, Some(Duration::from_secs(6)), &th);
         assert_eq!(o.status, Status::Critical);
