@@ -173,6 +173,9 @@ fn directory(path: &Path, a: &DoctorArgs, list: &mut Checklist) {
         DirStore::open(&root, opts.clone()).map(|s| Arc::new(s) as Arc<dyn Store>)
     });
     latency(&store, a.storage_timeout, list);
+    // The probes' records are gone; the lock files the directory backend keeps beside records
+    // are not: remove the whole probe folder, which only the doctor uses.
+    let _ = std::fs::remove_dir_all(store.root().join("probe"));
     list.cannot(
         "lock exclusion against other hosts: only between two processes on this one; on NFS the mount options \
          checked above are what make it hold across hosts",

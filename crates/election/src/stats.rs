@@ -31,10 +31,8 @@ impl Latency {
         self.sum_ns
             .fetch_add(d.as_nanos().min(u64::MAX as u128) as u64, Ordering::Relaxed);
         self.count.fetch_add(1, Ordering::Relaxed);
-        self.last_ns.store(
-            d.as_nanos().min(u64::MAX as u128) as u64,
-            Ordering::Relaxed,
-        );
+        self.last_ns
+            .store(d.as_nanos().min(u64::MAX as u128) as u64, Ordering::Relaxed);
     }
 
     /// The most recent observation, if any.

@@ -126,10 +126,12 @@ pub fn serve(handler: Arc<Handler>) -> Fake {
                     // HEAD gets the length the GET would have, and no body.
                     let len = resp.declared_len.unwrap_or(resp.body.len());
                     out.push_str(&format!("Content-Length: {len}\r\n\r\n"));
-                    if w.write_all(out.as_bytes()).is_err() {
-                        return;
+                    // One write: a separate small body write would wait for a delayed ACK.
+                    let mut bytes = out.into_bytes();
+                    if req.method != "HEAD" {
+                        bytes.extend_from_slice(&resp.body);
                     }
-                    if req.method != "HEAD" && w.write_all(&resp.body).is_err() {
+                    if w.write_all(&bytes).is_err() {
                         return;
                     }
                 }
@@ -160,6 +162,41 @@ impl Objects {
             careless,
             conflicts_left: AtomicUsize::new(conflicts),
         })
+    }
+
+    /// ListObjectsV2 of `/<bucket>?list-type=2&prefix=…&delimiter=/`: the objects directly
+    /// under the prefix (no pagination, no common prefixes: enough for tenure's listings).
+    fn list(&self, map: &HashMap<String, (Vec<u8>, String)>, path: &str) -> Response {
+        let (bucket, query) = path.split_once('?').unwrap_or((path, ""));
+        let prefix = query
+            .split('&')
+            .find_map(|kv| kv.strip_prefix("prefix="))
+            .unwrap_or("")
+            .replace("%2F", "/");
+        let base = format!("{bucket}/{prefix}");
+        let mut keys: Vec<_> = map
+            .iter()
+            .filter(|(k, _)| {
+                k.strip_prefix(&base)
+                    .is_some_and(|rest| !rest.is_empty() && !rest.contains('/'))
+            })
+            .collect();
+        keys.sort();
+        let mut xml = String::from(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?><ListBucketResult><IsTruncated>false</IsTruncated>",
+        );
+        for (k, (body, etag)) in keys {
+            let key = k.trim_start_matches(&format!("{bucket}/"));
+            xml.push_str(&format!(
+                "<Contents><Key>{key}</Key><LastModified>2026-11-22T02:36:31.000Z</LastModified><ETag>{}</ETag><Size>{}</Size></Contents>",
+                etag.replace('"', "&quot;"),
+                body.len()
+            ));
+        }
+        xml.push_str("</ListBucketResult>");
+        Response::new(200)
+            .header("Content-Type", "application/xml")
+            .body(xml.as_bytes())
     }
 
     /// The paths of the objects it holds, sorted.
@@ -204,6 +241,7 @@ impl Objects {
                 map.insert(req.path.clone(), (req.body.clone(), etag.clone()));
                 Response::new(200).header("ETag", &etag)
             }
+            "GET" if req.path.contains("list-type=2") => self.list(&map, &req.path),
             "GET" | "HEAD" => match current {
                 None => Response::error(404, "NoSuchKey"),
                 Some((body, etag)) => Response::new(200)

@@ -214,6 +214,9 @@ impl ObjStore {
                     // ETag preconditions are what tenure relies on; never let the
                     // environment turn them off.
                     .with_conditional_put(S3ConditionalPut::ETagMatch)
+                    // tenure deletes one record at a time: a plain DELETE, which every
+                    // S3-compatible server has, rather than the bulk `POST /?delete`.
+                    .with_disable_bulk_delete(true)
                     .with_config(
                         AmazonS3ConfigKey::Client(ClientConfigKey::Timeout),
                         timeout.clone(),
@@ -824,8 +827,13 @@ mod tests {
         assert_eq!(gs.path(LEASE_KEY).unwrap().as_ref(), "ha/lease.json");
         // GCS conditions on the generation: a version without one cannot match.
         assert_eq!(gs.update_version(&Version("\"etag\"".into())), None);
-        let v = gs.version_of("k", Some("e".into()), Some("17".into())).unwrap();
-        assert_eq!(gs.update_version(&v).unwrap().version.as_deref(), Some("17"));
+        let v = gs
+            .version_of("k", Some("e".into()), Some("17".into()))
+            .unwrap();
+        assert_eq!(
+            gs.update_version(&v).unwrap().version.as_deref(),
+            Some("17")
+        );
 
         let az = ObjStore::open(
             "az://container/ha",
