@@ -1268,7 +1268,11 @@ impl Machine {
         }
         self.phase = Phase::Running;
         self.base = self.mode.idle_state();
-        self.next_round_at = now.mono;
+        // Nodes started together would poll in lock-step, a standby reading just before each
+        // renewal lands and so learning every lease version a whole period late (failover
+        // ≈ T + p). A per-instance phase in [0, p) spreads them; the machine stays
+        // deterministic (no RNG: the offset comes from the instance id).
+        self.next_round_at = now.mono + self.phase_offset();
         self.transition(
             NodeState::Initializing,
             self.base,
@@ -1667,6 +1671,15 @@ impl Machine {
             // Learn the highest allocated epoch before allocating the next.
             self.tasks.push_front(Task::ListEpochs);
         }
+    }
+
+    /// A stable offset in [0, p) derived from the instance id.
+    fn phase_offset(&self) -> Duration {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        self.cfg.instance_id.hash(&mut h);
+        let p = self.cfg.poll_period.as_nanos().max(1) as u64;
+        Duration::from_nanos(h.finish() % p)
     }
 
     /// This node's rank among live, eligible candidates (DESIGN §2's order).
