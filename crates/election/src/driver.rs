@@ -6,7 +6,7 @@
 //! [`Snapshot`] for the HTTP layer. It never holds the MASTER answer itself: the snapshot
 //! carries the deadline and the HTTP layer compares it with the clock per request.
 
-use crate::clock::{self, Nanos};
+use crate::clock;
 use crate::command::{Command, CommandError};
 use crate::machine::{Event, Level, Machine, Now, Op, OpOutput, OpResult, Reply, Request};
 use crate::snapshot::{CLOCK_JUMP_LIMIT_NS, Snapshot};
@@ -323,9 +323,4 @@ pub fn execute(store: &dyn Store, op: Op) -> OpResult {
             OpOutput::Scanned(out)
         }
     })
-}
-
-/// A deadline on CLOCK_BOOTTIME as a duration from now (zero if passed).
-pub fn until(deadline: Nanos) -> Duration {
-    deadline.since(clock::now())
 }

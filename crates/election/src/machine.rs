@@ -433,10 +433,6 @@ impl Machine {
         self.inflight.is_some()
     }
 
-    pub fn is_exited(&self) -> bool {
-        self.phase == Phase::Exited
-    }
-
     // ----- inputs --------------------------------------------------------------------------
 
     /// Timers: the lease deadline V, the demote grace, the next round.
@@ -459,11 +455,9 @@ impl Machine {
 
     /// The wall clock moved against CLOCK_BOOTTIME by more than a second: a VM may have been
     /// paused without the guest's clocks advancing. Demote at once (DESIGN §3.2).
-    pub fn handle_clock_jump(&mut self, now: Now, jump_ms: i64) {
+    pub fn handle_clock_jump(&mut self, _now: Now, jump_ms: i64) {
         if self.term.is_some() {
-            self.demote(
-                now.mono,
-                format!("the wall clock jumped {jump_ms} ms against the boot clock (VM pause or clock step); demoting at once"),
+            self.demote(format!("the wall clock jumped {jump_ms} ms against the boot clock (VM pause or clock step); demoting at once"),
             );
         }
     }
@@ -976,7 +970,7 @@ impl Machine {
         }
         let successor = r.successor.clone();
         let Some(own) = self.own.clone() else {
-            self.finish_release(now, "the lease was not ours any more");
+            self.finish_release("the lease was not ours any more");
             return None;
         };
         let mut rec = own.record.clone();
@@ -1055,8 +1049,7 @@ impl Machine {
             self.exit(
                 1,
                 format!(
-                    "the store {} stayed unusable during start-up ({what}): {e}; check that it is mounted and writable",
-                    self.store_hint()
+                    "the store (--store) stayed unusable during start-up ({what}): {e}; check that it is mounted and writable"
                 ),
             );
         } else {
@@ -1066,10 +1059,6 @@ impl Machine {
             );
             self.next_round_at = now.mono + self.cfg.poll_period;
         }
-    }
-
-    fn store_hint(&self) -> &'static str {
-        "(--store)"
     }
 
     fn on_read_cluster(&mut self, now: Now, result: OpResult) {
@@ -1340,10 +1329,7 @@ impl Machine {
             self.own = None;
         }
         if self.own.is_none() && self.term.is_some() {
-            self.demote(
-                now.mono,
-                "the lease no longer names this node: another node took over".into(),
-            );
+            self.demote("the lease no longer names this node: another node took over".into());
         }
         if let (Some(until), Some(prev)) = (self.master_start_until, &self.obs) {
             let was_live =
@@ -1531,7 +1517,7 @@ impl Machine {
                     WriteKind::Release => {
                         self.own = None;
                         self.yielded_epoch = Some(record.epoch);
-                        self.finish_release(now, "released the lease");
+                        self.finish_release("released the lease");
                     }
                 }
             }
@@ -1542,8 +1528,8 @@ impl Machine {
             Err(StoreError::Conflict(why)) => {
                 self.own = None;
                 match kind {
-                    WriteKind::Renew => self.demote(now.mono, format!("lost the lease: the renewal's conditional write failed ({why}); another node took over")),
-                    WriteKind::Release => self.finish_release(now, "the lease had already changed"),
+                    WriteKind::Renew => self.demote(format!("lost the lease: the renewal's conditional write failed ({why}); another node took over")),
+                    WriteKind::Release => self.finish_release("the lease had already changed"),
                     WriteKind::Take { .. } | WriteKind::Retake => {
                         self.log(Level::Info, format!("lost the race for the lease ({why}); staying {}", self.base));
                     }
@@ -1556,10 +1542,8 @@ impl Machine {
                 // carrying our instance and renewSeq means it landed (and may be re-taken).
                 self.log(Level::Warn, format!("lease write ({kind:?}) failed or timed out: {e}; the deadline is not extended"));
                 match kind {
-                    WriteKind::Release => self.finish_release(
-                        now,
-                        "the release write failed; the others take over after T",
-                    ),
+                    WriteKind::Release => self
+                        .finish_release("the release write failed; the others take over after T"),
                     WriteKind::Renew => self.settle = true,
                     _ => {}
                 }
@@ -1745,13 +1729,12 @@ impl Machine {
     }
 
     /// Stop answering MASTER (if still) and report the transition.
-    fn demote(&mut self, now: Nanos, reason: String) {
+    /// (A node whose deadline already passed stopped answering at V; the transition is still
+    /// reported.)
+    fn demote(&mut self, reason: String) {
         let Some(term) = self.term.take() else { return };
-        let was_master = now < term.deadline;
         self.bump();
         let to = self.base;
-        // A node whose deadline already passed had stopped answering at V; report it anyway.
-        let _ = was_master;
         self.transition(NodeState::Master, to, Some(term.epoch), reason);
         self.tasks.push_front(Task::Heartbeat);
     }
@@ -1762,9 +1745,7 @@ impl Machine {
             && t.deadline != Nanos::MAX
         {
             let over = now.since(t.deadline);
-            self.demote(
-                now,
-                format!(
+            self.demote(format!(
                     "self-fenced: no renewal confirmed before the lease deadline (epoch {}, {} ago); standing down before any other node can take over",
                     t.epoch,
                     humanize(over)
@@ -1814,7 +1795,7 @@ impl Machine {
             .retain(|t| matches!(t, Task::Delete(_) | Task::ClearStates));
     }
 
-    fn finish_release(&mut self, now: Now, outcome: &str) {
+    fn finish_release(&mut self, outcome: &str) {
         let Some(r) = self.releasing.take() else {
             return;
         };
@@ -1850,7 +1831,6 @@ impl Machine {
                 self.disable_after_tasks = true;
             }
         }
-        let _ = now;
     }
 
     // ----- node records --------------------------------------------------------------------
