@@ -31,6 +31,9 @@ pub struct Config {
     pub allow_no_master: bool,
     /// The cluster id to use if this node creates the cluster.
     pub new_cluster_id: String,
+    /// The cluster secret: records are signed with it and records without a valid MAC are
+    /// never obeyed. `None`: records are unsigned (anyone who can write the store is trusted).
+    pub keys: Option<std::sync::Arc<crate::secret::Keyring>>,
 }
 
 impl Config {
@@ -132,6 +135,7 @@ mod tests {
             app_version: None,
             allow_no_master: false,
             new_cluster_id: "c".into(),
+            keys: None,
         }
     }
 

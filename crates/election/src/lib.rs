@@ -11,6 +11,7 @@ pub mod config;
 pub mod driver;
 pub mod machine;
 pub mod records;
+pub mod secret;
 pub mod snapshot;
 pub mod stats;
 pub mod types;

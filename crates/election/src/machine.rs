@@ -18,10 +18,12 @@
 use crate::clock::Nanos;
 use crate::command::CommandError;
 use crate::config::{Config, humanize};
+use crate::records::OpenError;
 use crate::records::{
     self, CLUSTER_KEY, ClusterRecord, EPOCHS_PREFIX, EpochRecord, FORMAT, HeartbeatRecord,
     LeaseRecord,
 };
+use crate::secret::Keyring;
 use crate::snapshot::{BadRecord, LeaseView, NodeRow, Snapshot, Transition};
 use crate::types::{Mode, NodeState};
 use std::collections::{BTreeMap, VecDeque};
@@ -258,6 +260,10 @@ pub struct Machine {
     obs: Option<LeaseObs>,
     /// Highest epoch this node has seen in any lease, and the highest it saw unreleased.
     max_epoch_seen: u64,
+    /// Highest (epoch, renewal) of any authentic lease seen: an older one is a replay.
+    max_lease_seen: (u64, u64),
+    /// Forged, replayed or foreign-secret records seen (each logged as an ALERT).
+    forged_records: u64,
     last_unreleased_seen: Option<u64>,
     /// Whether `epochs/` holds anything (None: not listed yet).
     epochs_nonempty: Option<bool>,
@@ -288,7 +294,9 @@ pub struct Machine {
     failed_hooks: Vec<u64>,
     pending_clear: Vec<u64>,
     /// cluster.json was absent: create this record next.
-    pending_cluster: Option<ClusterRecord>,
+    /// … or, with a version, re-sign it with the current secret (it verified only with the
+    /// key accepted during a rotation, which is about to be retired).
+    pending_cluster: Option<(ClusterRecord, Option<Version>)>,
     /// A renewal's outcome is unknown: read the lease before the next renewal.
     settle: bool,
     /// A nudge arrived: start the next round at once.
@@ -326,6 +334,8 @@ impl Machine {
             own: None,
             obs: None,
             max_epoch_seen: 0,
+            max_lease_seen: (0, 0),
+            forged_records: 0,
             last_unreleased_seen: None,
             epochs_nonempty: None,
             max_epoch_file: 0,
@@ -801,13 +811,13 @@ impl Machine {
     fn start_op(&mut self, now: Now, step: StartStep) -> Op {
         match step {
             StartStep::Cluster => match self.pending_cluster.take() {
-                Some(rec) => {
-                    let bytes = records::encode(&rec);
-                    self.issue(
-                        now,
-                        Purpose::CreateCluster(rec),
-                        Op::Create(CLUSTER_KEY.into(), bytes),
-                    )
+                Some((rec, version)) => {
+                    let bytes = self.seal(CLUSTER_KEY, &rec);
+                    let op = match version {
+                        None => Op::Create(CLUSTER_KEY.into(), bytes),
+                        Some(v) => Op::Replace(CLUSTER_KEY.into(), bytes, v),
+                    };
+                    self.issue(now, Purpose::CreateCluster(rec), op)
                 }
                 None => self.issue(now, Purpose::ReadCluster, Op::Read(CLUSTER_KEY.into())),
             },
@@ -840,7 +850,7 @@ impl Machine {
                     rec.written_at_ms = now.wall_ms;
                     rec.holder_uri = self.cfg.uri.clone();
                     debug_assert_eq!(rec.epoch, term.epoch);
-                    let bytes = records::encode(&rec);
+                    let bytes = self.seal(LEASE_KEY, &rec);
                     return Some(self.issue(
                         now,
                         Purpose::WriteLease {
@@ -854,7 +864,7 @@ impl Machine {
                     let mut rec = own.record.clone();
                     rec.renew_seq += 1;
                     rec.written_at_ms = now.wall_ms;
-                    let bytes = records::encode(&rec);
+                    let bytes = self.seal(LEASE_KEY, &rec);
                     return Some(self.issue(
                         now,
                         Purpose::WriteLease {
@@ -883,12 +893,9 @@ impl Machine {
                     epoch: self.master_epoch_at(now.mono),
                     switchover_request: self.switchover_request,
                 };
-                let bytes = records::encode(&rec);
-                Some(self.issue(
-                    now,
-                    Purpose::Heartbeat,
-                    Op::Put(records::node_key(&self.cfg.name), bytes),
-                ))
+                let key = records::node_key(&self.cfg.name);
+                let bytes = self.seal(&key, &rec);
+                Some(self.issue(now, Purpose::Heartbeat, Op::Put(key, bytes)))
             }
             Task::Scan => Some(self.issue(now, Purpose::Scan, Op::ScanNodes)),
             Task::ListEpochs => {
@@ -901,9 +908,10 @@ impl Machine {
                     .as_ref()
                     .and_then(|o| o.lease.as_ref())
                     .map_or(0, |l| l.epoch);
-                let epoch = 1 + lease_epoch
+                let epoch = (1 + lease_epoch
                     .max(self.max_epoch_file)
-                    .max(self.max_epoch_seen);
+                    .max(self.max_epoch_seen))
+                .min(records::MAX_EPOCH);
                 self.task_op(now, Task::CreateEpoch { epoch, reason })
             }
             Task::CreateEpoch { epoch, reason } => {
@@ -935,15 +943,13 @@ impl Machine {
                     kind: WriteKind::Take { reason },
                     record: lease,
                 });
-                Some(self.issue(
-                    now,
-                    Purpose::CreateEpoch(epoch),
-                    Op::Create(records::epoch_key(epoch), records::encode(&rec)),
-                ))
+                let key = records::epoch_key(epoch);
+                let bytes = self.seal(&key, &rec);
+                Some(self.issue(now, Purpose::CreateEpoch(epoch), Op::Create(key, bytes)))
             }
             Task::WriteLease { kind, mut record } => {
                 record.written_at_ms = now.wall_ms;
-                let bytes = records::encode(&record);
+                let bytes = self.seal(LEASE_KEY, &record);
                 let op = match self.obs.as_ref().and_then(|o| o.version.clone()) {
                     Some(v) => Op::Replace(LEASE_KEY.into(), bytes, v),
                     None => Op::Create(LEASE_KEY.into(), bytes),
@@ -978,7 +984,7 @@ impl Machine {
         rec.released = true;
         rec.successor = successor;
         rec.written_at_ms = now.wall_ms;
-        let bytes = records::encode(&rec);
+        let bytes = self.seal(LEASE_KEY, &rec);
         if let Some(r) = &mut self.releasing {
             r.written = true;
         }
@@ -1072,12 +1078,30 @@ impl Machine {
                     created_at: chrono_ms(now.wall_ms),
                     created_by: self.cfg.name.clone(),
                 };
-                self.pending_cluster = Some(rec);
+                self.pending_cluster = Some((rec, None));
                 self.next_round_at = now.mono;
             }
-            Ok(OpOutput::Read(ReadResult::Present(r))) => match records::parse::<ClusterRecord>(&r.bytes) {
-                Ok(c) => self.adopt_cluster(now, c),
-                Err(e) => self.exit(
+            Ok(OpOutput::Read(ReadResult::Present(r))) => match records::open::<ClusterRecord>(self.keys(), CLUSTER_KEY, &r.bytes) {
+                Ok(c) => {
+                    let current_only = self.keys().map(Keyring::current_only);
+                    if let Some(k) = &current_only
+                        && records::open::<ClusterRecord>(Some(k), CLUSTER_KEY, &r.bytes).is_err()
+                    {
+                        self.log(Level::Info, format!("cluster.json is signed with the accepted key {}, not with the current key {}: re-signing it", self.keys().and_then(Keyring::accepted_id).unwrap_or("?"), k.current_id()));
+                        self.pending_cluster = Some((c, Some(r.version)));
+                        self.next_round_at = now.mono;
+                        return;
+                    }
+                    self.adopt_cluster(now, c)
+                }
+                Err(OpenError::Unauthentic(e)) => {
+                    self.alert(format!("cluster.json is not signed with this node's cluster secret ({e})"));
+                    self.exit(
+                        1,
+                        format!("cluster.json is not signed with this node's cluster secret ({e}): give every node the same --secret-file; if the cluster was created without a secret, stop all nodes and remove cluster.json so that it is recreated signed"),
+                    )
+                }
+                Err(OpenError::Malformed(e)) => self.exit(
                     1,
                     format!("cluster.json in the store is not a tenure cluster record ({e}); restore it from a backup or use an empty --store"),
                 ),
@@ -1149,7 +1173,11 @@ impl Machine {
         let (version, desc) = match result {
             Ok(OpOutput::Read(ReadResult::Absent)) => return self.identity_ok(now),
             Ok(OpOutput::Read(ReadResult::Present(r))) => {
-                match records::parse::<HeartbeatRecord>(&r.bytes) {
+                match records::open::<HeartbeatRecord>(
+                    self.keys(),
+                    &records::node_key(&self.cfg.name),
+                    &r.bytes,
+                ) {
                     Ok(h)
                         if h.status == NodeState::Terminated
                             || h.instance_id == self.cfg.instance_id =>
@@ -1163,7 +1191,11 @@ impl Machine {
                             h.instance_id, h.status, h.seq
                         ),
                     ),
-                    Err(_) => (r.version, "an unreadable record".to_string()),
+                    Err(OpenError::Unauthentic(_)) => (
+                        r.version,
+                        "a record not signed with this cluster's secret".to_string(),
+                    ),
+                    Err(OpenError::Malformed(_)) => (r.version, "an unreadable record".to_string()),
                 }
             }
             Ok(OpOutput::Read(ReadResult::Unreadable { version, .. })) => {
@@ -1275,35 +1307,62 @@ impl Machine {
     // ----- the lease ----------------------------------------------------------------------
 
     fn observe_lease(&mut self, now: Now, rr: ReadResult) {
+        let mut forged = false;
         let (version, lease, unusable) = match rr {
             ReadResult::Absent => (None, None, None),
             ReadResult::Unreadable { version, reason } => (Some(version), None, Some(reason)),
-            ReadResult::Present(r) => match records::parse::<LeaseRecord>(&r.bytes) {
-                Ok(l)
-                    if l.format == FORMAT
-                        && self
-                            .cluster
-                            .as_ref()
-                            .is_none_or(|c| c.cluster_id == l.cluster_id) =>
-                {
-                    (Some(r.version), Some(l), None)
+            ReadResult::Present(r) => {
+                match records::open::<LeaseRecord>(self.keys(), LEASE_KEY, &r.bytes) {
+                    Ok(l) if l.epoch > records::MAX_EPOCH => (
+                        Some(r.version),
+                        None,
+                        Some(format!("epoch {} is out of range", l.epoch)),
+                    ),
+                    // Epochs only grow and a holder's renewals count up: an older record than one
+                    // already seen is a replay (or a restored backup), never a live lease.
+                    Ok(l) if (l.epoch, l.renew_seq) < self.max_lease_seen => {
+                        forged = true;
+                        (
+                            Some(r.version),
+                            None,
+                            Some(format!(
+                                "a replayed old lease: epoch {} renewal {} is older than epoch {} renewal {} seen before",
+                                l.epoch, l.renew_seq, self.max_lease_seen.0, self.max_lease_seen.1
+                            )),
+                        )
+                    }
+                    Ok(l)
+                        if l.format == FORMAT
+                            && self
+                                .cluster
+                                .as_ref()
+                                .is_none_or(|c| c.cluster_id == l.cluster_id) =>
+                    {
+                        (Some(r.version), Some(l), None)
+                    }
+                    Ok(l) => (
+                        Some(r.version),
+                        None,
+                        Some(format!(
+                            "a lease of another cluster {} or format {}",
+                            l.cluster_id, l.format
+                        )),
+                    ),
+                    Err(e) => {
+                        forged = e.is_unauthentic();
+                        (Some(r.version), None, Some(e.to_string()))
+                    }
                 }
-                Ok(l) => (
-                    Some(r.version),
-                    None,
-                    Some(format!(
-                        "a lease of another cluster {} or format {}",
-                        l.cluster_id, l.format
-                    )),
-                ),
-                Err(e) => (Some(r.version), None, Some(e)),
-            },
+            }
         };
         let changed = self.obs.as_ref().is_none_or(|o| o.version != version);
         if !changed {
             return;
         }
         if let Some(reason) = &unusable {
+            if forged {
+                self.alert(format!("the lease in the store is forged or replayed ({reason}); nobody obeys it, and it is replaced after T like any dead lease"));
+            }
             self.bad.insert(LEASE_KEY.into(), reason.clone());
             self.log(Level::Warn, format!("the lease record is unusable ({reason}); it counts as an opaque version and expires after T"));
         } else {
@@ -1313,6 +1372,7 @@ impl Machine {
             if l.epoch > self.max_epoch_seen {
                 self.max_epoch_seen = l.epoch;
             }
+            self.max_lease_seen = self.max_lease_seen.max((l.epoch, l.renew_seq));
             if !l.released && self.last_unreleased_seen.is_none_or(|e| l.epoch >= e) {
                 self.last_unreleased_seen = Some(l.epoch);
             }
@@ -1402,6 +1462,7 @@ impl Machine {
                 let max = keys
                     .iter()
                     .filter_map(|k| records::parse_epoch_key(k))
+                    .filter(|&e| e <= records::MAX_EPOCH)
                     .max()
                     .unwrap_or(0);
                 self.max_epoch_file = self.max_epoch_file.max(max);
@@ -1481,6 +1542,7 @@ impl Machine {
                     first_returned: now.mono,
                 });
                 self.max_epoch_seen = self.max_epoch_seen.max(record.epoch);
+                self.max_lease_seen = self.max_lease_seen.max((record.epoch, record.renew_seq));
                 if !record.released {
                     self.last_unreleased_seen = Some(record.epoch);
                 }
@@ -1861,25 +1923,46 @@ impl Machine {
                     self.note_bad(&key, reason);
                     continue;
                 }
-                ReadResult::Present(r) => match records::parse::<HeartbeatRecord>(&r.bytes) {
-                    Ok(h) if h.name != name => {
-                        self.note_bad(&key, format!("the record names node {:?}", h.name));
-                        continue;
+                ReadResult::Present(r) => {
+                    match records::open::<HeartbeatRecord>(self.cfg.keys.as_deref(), &key, &r.bytes)
+                    {
+                        Ok(h) if h.name != name => {
+                            self.note_bad(&key, format!("the record names node {:?}", h.name));
+                            continue;
+                        }
+                        Ok(h) if h.cluster_id != cluster_id => {
+                            self.note_bad(
+                                &key,
+                                format!("the record belongs to cluster {}", h.cluster_id),
+                            );
+                            continue;
+                        }
+                        Ok(h) => (r.version, h, r.modified),
+                        Err(e) => {
+                            if e.is_unauthentic() && !self.bad.contains_key(&key) {
+                                self.alert(format!("{key} is forged ({e}); it is ignored: never a candidate, never a master"));
+                            }
+                            self.note_bad(&key, e.to_string());
+                            continue;
+                        }
                     }
-                    Ok(h) if h.cluster_id != cluster_id => {
-                        self.note_bad(
-                            &key,
-                            format!("the record belongs to cluster {}", h.cluster_id),
-                        );
-                        continue;
-                    }
-                    Ok(h) => (r.version, h, r.modified),
-                    Err(e) => {
-                        self.note_bad(&key, e);
-                        continue;
-                    }
-                },
+                }
             };
+            // A node's writes count up: an older record of the same instance is a replay.
+            if let Some(newer) = self
+                .nodes
+                .get(&name)
+                .filter(|t| t.record.instance_id == record.instance_id && record.seq < t.record.seq)
+                .map(|t| t.record.seq)
+            {
+                let reason = format!("a replayed old record: seq {} after {newer}", record.seq);
+                if !self.bad.contains_key(&key) {
+                    self.alert(format!("{key} is {reason}; it is ignored"));
+                }
+                self.note_bad(&key, reason);
+                seen.insert(name);
+                continue;
+            }
             if self.bad.remove(&key).is_some() {
                 self.bump();
             }
@@ -2006,6 +2089,22 @@ impl Machine {
     }
 
     // ----- output helpers ------------------------------------------------------------------
+
+    fn keys(&self) -> Option<&Keyring> {
+        self.cfg.keys.as_deref()
+    }
+
+    /// Encode a record for `key`, signed when the cluster has a secret.
+    fn seal<T: serde::Serialize>(&self, key: &str, rec: &T) -> Vec<u8> {
+        records::seal(self.keys(), key, rec)
+    }
+
+    /// A record that must not exist if only genuine nodes wrote the store.
+    fn alert(&mut self, message: String) {
+        self.forged_records += 1;
+        self.log(Level::Error, format!("ALERT: {message}"));
+        self.bump();
+    }
 
     fn cluster_id(&self) -> &str {
         self.cluster.as_ref().map_or("", |c| c.cluster_id.as_str())
@@ -2144,6 +2243,7 @@ impl Machine {
             heartbeat_timeout_ms: t.as_millis() as u64,
             poll_period_ms: self.cfg.poll_period.as_millis() as u64,
             storage_errors: self.storage_errors,
+            forged_records: self.forged_records,
             transitions: self.transitions.iter().cloned().collect(),
             generation: self.generation,
             // The machine reads no clock; the driver stamps this when it publishes.

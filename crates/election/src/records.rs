@@ -2,13 +2,19 @@
 //! number and the cluster id; every write of the lease and of a heartbeat carries a counter
 //! and the instance id, so no two writes are byte-identical (an S3 ETag is the MD5 of the body).
 
+use crate::secret::Keyring;
 use crate::types::{Mode, NodeState};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 pub const FORMAT: u32 = 1;
 pub const CLUSTER_KEY: &str = "cluster.json";
 pub const EPOCHS_PREFIX: &str = "epochs/";
 pub const NODES_PREFIX: &str = "nodes/";
+/// Highest epoch tenure uses (2^53 − 1, exact in every JSON reader). A larger one in the store
+/// (garbage, or a writer trying to exhaust the epoch space) is never obeyed.
+pub const MAX_EPOCH: u64 = (1 << 53) - 1;
 
 pub fn node_key(name: &str) -> String {
     format!("{NODES_PREFIX}{name}.json")
@@ -103,11 +109,226 @@ pub struct HeartbeatRecord {
     pub switchover_request: Option<u64>,
 }
 
-/// Parse a record, refusing a different format or cluster.
+/// Parse a record (no secret configured: any MAC field is ignored).
 pub fn parse<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, String> {
     serde_json::from_slice::<T>(bytes).map_err(|e| format!("not a tenure record: {e}"))
 }
 
 pub fn encode<T: Serialize>(rec: &T) -> Vec<u8> {
     serde_json::to_vec(rec).expect("records always serialize")
+}
+
+/// The field that carries a record's MAC.
+pub const MAC_FIELD: &str = "mac";
+
+/// Why [`open`] refused a record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OpenError {
+    /// Not JSON, or not this kind of record.
+    Malformed(String),
+    /// Well-formed, but without a valid MAC under this node's secret: forged, altered, or
+    /// written by a node with another secret.
+    Unauthentic(String),
+}
+
+impl OpenError {
+    pub fn is_unauthentic(&self) -> bool {
+        matches!(self, OpenError::Unauthentic(_))
+    }
+}
+
+impl std::fmt::Display for OpenError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            OpenError::Malformed(m) => f.write_str(m),
+            OpenError::Unauthentic(m) => write!(f, "not authentic: {m}"),
+        }
+    }
+}
+
+/// Encode a record for `key`; with a secret, add a MAC over the key and the record's
+/// canonical JSON (which includes its cluster id), so a record is valid only under its key.
+pub fn seal<T: Serialize>(keys: Option<&Keyring>, key: &str, rec: &T) -> Vec<u8> {
+    let Some(keys) = keys else {
+        return encode(rec);
+    };
+    let mut value = serde_json::to_value(rec).expect("records always serialize");
+    let canon = canonical(&value);
+    let tag = keys.sign("record", &[key.as_bytes(), &canon]);
+    if let Value::Object(map) = &mut value {
+        map.insert(MAC_FIELD.into(), Value::String(tag));
+    }
+    serde_json::to_vec(&value).expect("records always serialize")
+}
+
+/// Parse a record read from `key`. With a secret, a record without a valid MAC is refused
+/// (it must never be obeyed); without one, any MAC is ignored.
+pub fn open<T: DeserializeOwned>(
+    keys: Option<&Keyring>,
+    key: &str,
+    bytes: &[u8],
+) -> Result<T, OpenError> {
+    let Some(keys) = keys else {
+        return parse(bytes).map_err(OpenError::Malformed);
+    };
+    let mut value: Value = serde_json::from_slice(bytes)
+        .map_err(|e| OpenError::Malformed(format!("not a tenure record: {e}")))?;
+    let Value::Object(map) = &mut value else {
+        return Err(OpenError::Malformed(
+            "not a tenure record: not a JSON object".into(),
+        ));
+    };
+    let tag = match map.remove(MAC_FIELD) {
+        Some(Value::String(t)) => t,
+        Some(_) => return Err(OpenError::Unauthentic("the MAC is not a string".into())),
+        None => {
+            return Err(OpenError::Unauthentic(
+                "the record has no MAC, but this node has a cluster secret".into(),
+            ));
+        }
+    };
+    let canon = canonical(&value);
+    keys.verify("record", &[key.as_bytes(), &canon], &tag)
+        .map_err(OpenError::Unauthentic)?;
+    T::deserialize(value).map_err(|e| OpenError::Malformed(format!("not a tenure record: {e}")))
+}
+
+/// JSON with object keys sorted at every level and no whitespace: the same bytes for the same
+/// value whatever order a writer put the fields in.
+pub fn canonical(v: &Value) -> Vec<u8> {
+    fn write(v: &Value, out: &mut Vec<u8>) {
+        match v {
+            Value::Object(m) => {
+                let mut keys: Vec<&String> = m.keys().collect();
+                keys.sort();
+                out.push(b'{');
+                for (i, k) in keys.into_iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    serde_json::to_writer(&mut *out, k).expect("strings serialize");
+                    out.push(b':');
+                    write(&m[k], out);
+                }
+                out.push(b'}');
+            }
+            Value::Array(a) => {
+                out.push(b'[');
+                for (i, x) in a.iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    write(x, out);
+                }
+                out.push(b']');
+            }
+            scalar => serde_json::to_writer(&mut *out, scalar).expect("scalars serialize"),
+        }
+    }
+    let mut out = Vec::new();
+    write(v, &mut out);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys(s: &[u8]) -> Keyring {
+        Keyring::new(s, None).unwrap()
+    }
+
+    fn lease(epoch: u64) -> LeaseRecord {
+        LeaseRecord {
+            format: FORMAT,
+            cluster_id: "c1".into(),
+            epoch,
+            holder: "a".into(),
+            instance_id: "i".into(),
+            renew_seq: 3,
+            released: false,
+            successor: None,
+            holder_uri: "http://127.0.0.1:1".into(),
+            written_at_ms: 5,
+        }
+    }
+
+    #[test]
+    fn sealed_records_open_only_with_the_secret_and_under_their_key() {
+        let k = keys(b"0123456789abcdef0123");
+        let bytes = seal(Some(&k), "lease", &lease(7));
+        assert_eq!(open::<LeaseRecord>(Some(&k), "lease", &bytes), Ok(lease(7)));
+        // Without a secret the MAC is ignored.
+        assert_eq!(open::<LeaseRecord>(None, "lease", &bytes), Ok(lease(7)));
+        // Another key, another record key, an unsigned record, an altered field: refused.
+        let other = keys(b"another-secret-0123456789");
+        assert!(
+            open::<LeaseRecord>(Some(&other), "lease", &bytes)
+                .unwrap_err()
+                .is_unauthentic()
+        );
+        assert!(
+            open::<LeaseRecord>(Some(&k), "epochs/7.json", &bytes)
+                .unwrap_err()
+                .is_unauthentic()
+        );
+        let unsigned = encode(&lease(7));
+        assert!(
+            open::<LeaseRecord>(Some(&k), "lease", &unsigned)
+                .unwrap_err()
+                .is_unauthentic()
+        );
+        let altered = String::from_utf8(bytes.clone())
+            .unwrap()
+            .replace("\"epoch\":7", "\"epoch\":8");
+        assert_ne!(altered.as_bytes(), &bytes[..]);
+        assert!(
+            open::<LeaseRecord>(Some(&k), "lease", altered.as_bytes())
+                .unwrap_err()
+                .is_unauthentic()
+        );
+        // Garbage is malformed, not unauthentic.
+        assert!(matches!(
+            open::<LeaseRecord>(Some(&k), "lease", b"\x00junk"),
+            Err(OpenError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn field_order_and_whitespace_do_not_matter() {
+        let k = keys(b"0123456789abcdef0123");
+        let bytes = seal(Some(&k), "lease", &lease(2));
+        let v: Value = serde_json::from_slice(&bytes).unwrap();
+        // Re-serialise pretty and with the fields reversed: the same record.
+        let Value::Object(m) = v else { panic!() };
+        let mut rev = String::from("{\n");
+        let n = m.len();
+        for (i, (key, val)) in m.iter().rev().enumerate() {
+            rev.push_str(&format!(
+                "  {}: {}{}\n",
+                Value::String(key.clone()),
+                val,
+                if i + 1 < n { "," } else { "" }
+            ));
+        }
+        rev.push('}');
+        assert_eq!(
+            open::<LeaseRecord>(Some(&k), "lease", rev.as_bytes()),
+            Ok(lease(2))
+        );
+    }
+
+    #[test]
+    fn unknown_fields_are_covered_by_the_mac() {
+        // A newer writer's extra field is signed too: dropping or changing it is detected.
+        let k = keys(b"0123456789abcdef0123");
+        let mut v = serde_json::to_value(lease(1)).unwrap();
+        v["future"] = Value::from(1);
+        let bytes = seal(Some(&k), "lease", &v);
+        assert!(open::<LeaseRecord>(Some(&k), "lease", &bytes).is_ok());
+        let changed = String::from_utf8(bytes)
+            .unwrap()
+            .replace("\"future\":1", "\"future\":2");
+        assert!(open::<LeaseRecord>(Some(&k), "lease", changed.as_bytes()).is_err());
+    }
 }

@@ -89,6 +89,8 @@ pub struct Snapshot {
     pub heartbeat_timeout_ms: u64,
     pub poll_period_ms: u64,
     pub storage_errors: u64,
+    /// Forged, replayed or wrongly signed records seen (each was logged as an ALERT).
+    pub forged_records: u64,
     pub transitions: Vec<Transition>,
     /// Increases whenever anything above changes (lets readers cache encodings).
     pub generation: u64,
@@ -154,6 +156,7 @@ impl Snapshot {
             heartbeat_timeout_ms: 0,
             poll_period_ms: 0,
             storage_errors: 0,
+            forged_records: 0,
             transitions: Vec::new(),
             generation: 0,
             wall_offset_ns: None,

@@ -137,6 +137,7 @@ fn start(name: &str, store: &MemoryStore, bus: &Bus, hooks: Arc<dyn Hooks>) -> N
         app_version: None,
         allow_no_master: false,
         new_cluster_id: "cluster".into(),
+        keys: None,
     };
     cfg.validate_timings().unwrap();
     let hang = Arc::new(AtomicBool::new(false));

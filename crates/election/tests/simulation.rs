@@ -16,10 +16,13 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::sync::Arc;
 use std::time::Duration;
 use tenure_election::Nanos;
 use tenure_election::config::Config;
 use tenure_election::machine::{Event, Machine, Now, Op, OpOutput, OpResult, Request};
+use tenure_election::records::{self, LeaseRecord};
+use tenure_election::secret::Keyring;
 use tenure_election::{Mode, NodeState};
 use tenure_persistence::{LEASE_KEY, ReadResult, Record, StoreError, Version};
 
@@ -159,6 +162,10 @@ enum Ev {
         node: usize,
         fault: Fault,
     },
+    /// Someone who can write the store but lacks the secret writes a record (see `forge`).
+    Forge {
+        kind: u32,
+    },
 }
 
 struct InFlight {
@@ -222,6 +229,10 @@ struct Sim {
     first_master_after_faults: Option<u64>,
     log: Vec<String>,
     verbose: bool,
+    /// The cluster secret, when the run has a forger.
+    keys: Option<Arc<Keyring>>,
+    /// Genuine writes that landed (key, bytes), for the forger to replay.
+    written: Vec<(String, Vec<u8>)>,
 }
 
 impl Sim {
@@ -247,6 +258,7 @@ impl Sim {
             app_version: None,
             allow_no_master: true,
             new_cluster_id: format!("cluster-{}", rng.random::<u32>()),
+            keys: self.keys.clone(),
         }
     }
 
@@ -541,6 +553,14 @@ impl Sim {
                 }
                 let op = inf.op.clone();
                 let mut r = self.store.apply(&op);
+                if let (
+                    Ok(OpOutput::Written(_)),
+                    Op::Create(k, b) | Op::Replace(k, b, _) | Op::Put(k, b),
+                ) = (&r, &op)
+                    && self.keys.is_some()
+                {
+                    self.written.push((k.clone(), b.clone()));
+                }
                 if self.nodes[node].fault == Fault::ErrorAfterEffect && !matches!(op, Op::Read(_)) {
                     r = Err(StoreError::Unavailable("EIO after write".into()));
                 }
@@ -638,6 +658,7 @@ impl Sim {
                     self.start_node(node);
                 }
             }
+            Ev::Forge { kind } => self.forge(kind),
             Ev::SetFault { node, fault } => {
                 let old = self.nodes[node].fault;
                 self.nodes[node].fault = fault;
@@ -653,6 +674,104 @@ impl Sim {
                 }
             }
         }
+    }
+
+    /// A store writer without the secret: unsigned records, records signed with another key,
+    /// and replays of genuine records written earlier. None may ever be obeyed.
+    fn forge(&mut self, kind: u32) {
+        let wrong = Keyring::new(b"not-the-cluster-secret!", None).unwrap();
+        let n = self.nodes.len();
+        let victim = self.rng.random_range(0..n);
+        let name = self.nodes[victim].name.clone();
+        let current: Option<LeaseRecord> = self
+            .store
+            .map
+            .get(LEASE_KEY)
+            .and_then(|(b, _)| records::open(self.keys.as_deref(), LEASE_KEY, b).ok());
+        let epoch = current.as_ref().map_or(1, |l| l.epoch);
+        let cluster_id = current
+            .as_ref()
+            .map_or(String::new(), |l| l.cluster_id.clone());
+        let lease = |epoch: u64, released: bool| LeaseRecord {
+            format: records::FORMAT,
+            cluster_id: cluster_id.clone(),
+            epoch,
+            holder: name.clone(),
+            instance_id: format!("{name}-{}", self.nodes[victim].incarnation),
+            renew_seq: 1_000_000,
+            released,
+            successor: released.then(|| name.clone()),
+            holder_uri: format!("sim://{victim}"),
+            written_at_ms: 0,
+        };
+        let (key, bytes) = match kind % 6 {
+            // An unsigned lease naming a live node, a higher epoch, released to that node.
+            0 => (
+                LEASE_KEY.to_string(),
+                records::encode(&lease(epoch + 1, self.rng.random())),
+            ),
+            // The same, signed with another key.
+            1 => (
+                LEASE_KEY.to_string(),
+                records::seal(
+                    Some(&wrong),
+                    LEASE_KEY,
+                    &lease(epoch + 1, self.rng.random()),
+                ),
+            ),
+            // A replay of a genuine lease written earlier.
+            2 => {
+                let old: Vec<&(String, Vec<u8>)> = self
+                    .written
+                    .iter()
+                    .filter(|(k, _)| k == LEASE_KEY)
+                    .collect();
+                if old.is_empty() {
+                    return;
+                }
+                old[self.rng.random_range(0..old.len())].clone()
+            }
+            // A heartbeat in a node's name asking the holder for a switchover, unsigned or
+            // signed with another key.
+            3 | 4 => {
+                let hb = serde_json::json!({
+                    "format": records::FORMAT, "clusterId": cluster_id, "name": name,
+                    "instanceId": format!("{name}-{}", self.nodes[victim].incarnation),
+                    "seq": 1_000_000_000u64, "status": "STANDBY", "mode": "AUTO", "priority": 100,
+                    "uri": format!("sim://{victim}"), "localTimestampMs": 0,
+                    "switchoverRequest": epoch,
+                });
+                let key = records::node_key(&name);
+                let bytes = if kind % 6 == 3 {
+                    records::encode(&hb)
+                } else {
+                    records::seal(Some(&wrong), &key, &hb)
+                };
+                (key, bytes)
+            }
+            // A replay of a genuine heartbeat written earlier.
+            _ => {
+                let old: Vec<&(String, Vec<u8>)> = self
+                    .written
+                    .iter()
+                    .filter(|(k, _)| k.starts_with(records::NODES_PREFIX))
+                    .collect();
+                if old.is_empty() {
+                    return;
+                }
+                old[self.rng.random_range(0..old.len())].clone()
+            }
+        };
+        if self.verbose {
+            self.log.push(format!(
+                "{}ms forge kind {} -> {key}",
+                self.t / MS,
+                kind % 6
+            ));
+        }
+        self.store.counter += 1;
+        let c = self.store.counter;
+        self.store.map.insert(key, (bytes, c));
     }
 
     /// The physical call returned: the I/O thread is free again.
@@ -687,6 +806,8 @@ struct Params {
     t_ms: u64,
     p_ms: u64,
     duration_s: u64,
+    /// Give the cluster a secret and add a forger to the faults.
+    forger: bool,
 }
 
 fn liveness_bound(sim: &Sim, n: usize) -> u64 {
@@ -708,6 +829,7 @@ struct FaultCounts {
     storage: u64,
     shutdowns: u64,
     operator: u64,
+    forgeries: u64,
 }
 
 fn simulate(seed: u64, params: &Params, verbose: bool) -> (u64, Option<u64>, FaultCounts) {
@@ -738,6 +860,10 @@ fn simulate(seed: u64, params: &Params, verbose: bool) -> (u64, Option<u64>, Fau
         first_master_after_faults: None,
         log: Vec::new(),
         verbose,
+        keys: params
+            .forger
+            .then(|| Arc::new(Keyring::new(b"the-cluster-secret-0123", None).unwrap())),
+        written: Vec::new(),
     };
     for i in 0..params.nodes {
         // Node 0 is always auto: standby modes never win a cold start.
@@ -780,7 +906,11 @@ fn simulate(seed: u64, params: &Params, verbose: bool) -> (u64, Option<u64>, Fau
     for _ in 0..nfaults {
         let at = rng.random_range(500 * MS..window);
         let node = rng.random_range(0..params.nodes);
-        let kind = rng.random_range(0..9);
+        let kind = if params.forger && rng.random_ratio(1, 3) {
+            9
+        } else {
+            rng.random_range(0..9)
+        };
         let end = match kind {
             0 | 1 => {
                 // Pause shorter or longer than T.
@@ -831,6 +961,15 @@ fn simulate(seed: u64, params: &Params, verbose: bool) -> (u64, Option<u64>, Fau
                 sim.push(back, Ev::Restart { node });
                 back + tt + p.as_nanos() as u64
             }
+            9 => {
+                // A burst of forged or replayed records; recovery may take T from the last.
+                let burst = rng.random_range(1..4u64);
+                for i in 0..burst {
+                    let kind = rng.random_range(0..6);
+                    sim.push(at + i * p.as_nanos() as u64, Ev::Forge { kind });
+                }
+                at + burst * p.as_nanos() as u64 + tt + 2 * p.as_nanos() as u64
+            }
             _ => {
                 // Operator: switchover to this node, or demote it.
                 let mode = if rng.random_bool(0.5) {
@@ -854,6 +993,7 @@ fn simulate(seed: u64, params: &Params, verbose: bool) -> (u64, Option<u64>, Fau
             2 => counts.crashes += 1,
             3..=6 => counts.storage += 1,
             7 => counts.shutdowns += 1,
+            9 => counts.forgeries += 1,
             _ => counts.operator += 1,
         }
         last_end = last_end.max(end);
@@ -931,6 +1071,7 @@ fn run_seeds(params: Params) {
                 total.storage += c.storage;
                 total.shutdowns += c.shutdowns;
                 total.operator += c.operator;
+                total.forgeries += c.forgeries;
                 masters += m;
                 worst_recovery = worst_recovery.max(rec.unwrap_or(0));
             }
@@ -947,7 +1088,7 @@ fn run_seeds(params: Params) {
         }
     }
     println!(
-        "simulation: {} seeds, {} nodes, T={}ms p={}ms: faults: {} pauses (half longer than T), {} crashes, {} storage faults (hang/EIO/EIO after write/slow), {} graceful stops, {} operator switchovers/demotes; {masters} promotions, 0 dual-master instants, worst recovery after faults {}ms",
+        "simulation: {} seeds, {} nodes, T={}ms p={}ms: faults: {} pauses (half longer than T), {} crashes, {} storage faults (hang/EIO/EIO after write/slow), {} graceful stops, {} operator switchovers/demotes, {} forgery bursts; {masters} promotions, 0 dual-master instants, worst recovery after faults {}ms",
         seeds.len(),
         params.nodes,
         params.t_ms,
@@ -957,6 +1098,7 @@ fn run_seeds(params: Params) {
         total.storage,
         total.shutdowns,
         total.operator,
+        total.forgeries,
         worst_recovery / MS
     );
 }
@@ -968,6 +1110,7 @@ fn three_nodes_short_timeout() {
         t_ms: 2_000,
         p_ms: 200,
         duration_s: 30,
+        forger: false,
     });
 }
 
@@ -978,6 +1121,7 @@ fn five_nodes_default_ratio() {
         t_ms: 3_000,
         p_ms: 100,
         duration_s: 40,
+        forger: false,
     });
 }
 
@@ -988,5 +1132,20 @@ fn two_nodes_tight_timings() {
         t_ms: 1_000,
         p_ms: 100,
         duration_s: 20,
+        forger: false,
+    });
+}
+
+/// A cluster with a secret and someone who can write the store without it: forged leases
+/// (unsigned, wrong key, naming a live node, released to it), replayed genuine leases and
+/// heartbeats, forged switchover requests. Never two masters, and a master again in time.
+#[test]
+fn three_nodes_with_a_forger() {
+    run_seeds(Params {
+        nodes: 3,
+        t_ms: 2_000,
+        p_ms: 200,
+        duration_s: 30,
+        forger: true,
     });
 }
