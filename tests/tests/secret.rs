@@ -106,7 +106,13 @@ fn forged_heartbeats_never_move_the_master() {
     let file = secret_file(&c, "secret", SECRET, 0o600);
     let (master, epoch) = start_three(&mut c, &file);
     let standby = THREE.iter().find(|n| **n != master).unwrap().to_string();
-    let old_hb = read(&c, &records::node_key(&standby));
+    let hb_key = records::node_key(&standby);
+    let old_hb = tenure_tests::wait_for(tm.t, "the standby's first heartbeat", || {
+        match store(&c).read(&hb_key).ok()? {
+            ReadResult::Present(r) => Some(r.bytes),
+            _ => None,
+        }
+    });
     observe_for(tm.p * 3);
 
     let forged_at = Instant::now();
@@ -126,7 +132,7 @@ fn forged_heartbeats_never_move_the_master() {
         &records::seal(Some(&wrong), "nodes/mallory.json", &hb("mallory")),
     );
     // A genuine heartbeat of a live node, replayed: older than what that node wrote since.
-    write(&c, &records::node_key(&standby), &old_hb);
+    write(&c, &hb_key, &old_hb);
     observe_for(3 * tm.t);
     let until = Instant::now();
 
