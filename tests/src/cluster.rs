@@ -439,6 +439,12 @@ impl Cluster {
         let root = tmp.path().to_path_buf();
         let store = root.join("store");
         std::fs::create_dir_all(&store).expect("create store dir");
+        // Whatever the umask: tenure refuses a store others may write to.
+        std::fs::set_permissions(
+            &store,
+            <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o700),
+        )
+        .expect("chmod store dir");
         Cluster {
             tmp: Some(tmp),
             root,

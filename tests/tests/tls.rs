@@ -44,6 +44,12 @@ fn https_api_and_nudges_between_nodes() {
     let (cert, key) = cert(dir.path());
     let store = dir.path().join("store");
     std::fs::create_dir_all(&store).unwrap();
+    // Whatever the umask: tenure refuses a store others may write to.
+    std::fs::set_permissions(
+        &store,
+        <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o700),
+    )
+    .unwrap();
     // A long poll period (p = 4 s, T = 20 s): a takeover well within p after a release can only
     // come from the nudge.
     let mut nodes = Nodes(Vec::new());

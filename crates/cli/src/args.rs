@@ -57,6 +57,10 @@ pub struct DoctorArgs {
     /// Accept an NFS mount older than v4 (locks through NLM), as `tenure run --allow-nlm`.
     #[arg(long, env = "TENURE_ALLOW_NLM")]
     pub allow_nlm: bool,
+    /// Accept a store directory writable by group or others, as `tenure run
+    /// --allow-shared-permissions`.
+    #[arg(long, env = "TENURE_ALLOW_SHARED_PERMISSIONS")]
+    pub allow_shared_permissions: bool,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -189,6 +193,19 @@ pub struct RunArgs {
     #[arg(long, env = "TENURE_USERS")]
     pub users: Option<PathBuf>,
 
+    /// File holding the cluster secret, the same on every node (mode 0600, one line of at
+    /// least 16 bytes, e.g. `openssl rand -base64 32`). Every record is signed with it and a
+    /// record without a valid MAC is never obeyed; nudges between nodes are signed too.
+    /// Alternatively set TENURE_SECRET to the secret itself (never give a secret as a flag
+    /// value: other users see flags in `ps`).
+    #[arg(long, env = "TENURE_SECRET_FILE")]
+    pub secret_file: Option<PathBuf>,
+
+    /// During a secret rotation: a second secret file whose signatures are accepted too
+    /// (records are signed with --secret-file). Or TENURE_ACCEPT_SECRET.
+    #[arg(long, env = "TENURE_ACCEPT_SECRET_FILE")]
+    pub accept_secret_file: Option<PathBuf>,
+
     /// Leave GET …/ha/state and …/ha/master open without credentials (for health checkers
     /// that cannot send any).
     #[arg(long, env = "TENURE_PUBLIC_STATE")]
@@ -201,6 +218,11 @@ pub struct RunArgs {
     /// Accept an NFS mount older than v4 (locking through NLM).
     #[arg(long, env = "TENURE_ALLOW_NLM")]
     pub allow_nlm: bool,
+
+    /// Accept a store directory that group or others may write to (refused by default: they
+    /// could replace the lease or the records).
+    #[arg(long, env = "TENURE_ALLOW_SHARED_PERMISSIONS")]
+    pub allow_shared_permissions: bool,
 
     /// Command run (with sh -c) when this node becomes MASTER.
     #[arg(long, env = "TENURE_ON_PROMOTE")]
@@ -291,7 +313,23 @@ pub fn expand_config(args: Vec<String>) -> Result<Vec<String>, String> {
     let Some(path) = path else { return Ok(args) };
     let text =
         std::fs::read_to_string(&path).map_err(|e| format!("cannot read --config {path}: {e}"))?;
-    let map: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&text)
+    let injected = config_args(&path, &text, |env| std::env::var_os(env).is_some())?;
+    let mut out = Vec::with_capacity(args.len() + injected.len());
+    out.extend_from_slice(&args[..2]);
+    out.extend(injected);
+    out.extend_from_slice(&args[2..]);
+    Ok(out)
+}
+
+/// The `--key value` arguments a `--config` file's `text` stands for, skipping keys whose
+/// environment variable `env_set` says is set. `path` is only for messages. (Also the fuzz
+/// target `config`, fuzz/.)
+pub fn config_args(
+    path: &str,
+    text: &str,
+    env_set: impl Fn(&str) -> bool,
+) -> Result<Vec<String>, String> {
+    let map: serde_json::Map<String, serde_json::Value> = serde_json::from_str(text)
         .map_err(|e| format!("--config {path} is not a JSON object of settings: {e}"))?;
     let mut injected = Vec::new();
     for (key, value) in map {
@@ -305,20 +343,16 @@ pub fn expand_config(args: Vec<String>) -> Result<Vec<String>, String> {
             ));
         }
         let env = format!("TENURE_{}", flag.replace('-', "_").to_uppercase());
-        if std::env::var_os(&env).is_some() {
+        if env_set(&env) {
             continue;
         }
         match value {
             serde_json::Value::Bool(true) => injected.push(format!("--{flag}")),
             serde_json::Value::Bool(false) | serde_json::Value::Null => {}
-            serde_json::Value::String(s) => {
-                injected.push(format!("--{flag}"));
-                injected.push(s);
-            }
-            serde_json::Value::Number(n) => {
-                injected.push(format!("--{flag}"));
-                injected.push(n.to_string());
-            }
+            // `--flag=value`, never `--flag value`: a value starting with '-' (a command, a
+            // negative number) must not be taken for a flag (found by the `config` fuzzer).
+            serde_json::Value::String(s) => injected.push(format!("--{flag}={s}")),
+            serde_json::Value::Number(n) => injected.push(format!("--{flag}={n}")),
             other => {
                 return Err(format!(
                     "--config {path}: setting {key:?} must be a string, number or boolean, not {other}"
@@ -326,15 +360,13 @@ pub fn expand_config(args: Vec<String>) -> Result<Vec<String>, String> {
             }
         }
     }
-    let mut out = Vec::with_capacity(args.len() + injected.len());
-    out.extend_from_slice(&args[..2]);
-    out.extend(injected);
-    out.extend_from_slice(&args[2..]);
-    Ok(out)
+    Ok(injected)
 }
 
 const RUN_FLAGS: &[&str] = &[
     "node-name",
+    "secret-file",
+    "accept-secret-file",
     "mode",
     "store",
     "bind",
@@ -351,6 +383,7 @@ const RUN_FLAGS: &[&str] = &[
     "public-state",
     "allow-no-master",
     "allow-nlm",
+    "allow-shared-permissions",
     "on-promote",
     "on-demote",
     "on-change",
@@ -395,6 +428,23 @@ mod tests {
         assert!(parse_drift("lots").is_err());
     }
 
+    include!("../../../fuzz/checks/config.rs");
+
+    /// The fuzz target `config`'s corpus (fuzz/corpus/config/) through its check.
+    #[test]
+    fn config_fuzz_corpus_replays() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/config");
+        let mut n = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let data = std::fs::read(&path).unwrap();
+            let result = std::panic::catch_unwind(|| check_config(&data));
+            assert!(result.is_ok(), "{} fails the config check", path.display());
+            n += 1;
+        }
+        assert!(n > 0);
+    }
+
     #[test]
     fn config_file_sits_between_env_and_flags() {
         let dir = std::env::temp_dir().join(format!("tenure-cfg-{}", std::process::id()));
@@ -428,5 +478,25 @@ mod tests {
             .map(|s| s.to_string())
             .collect();
         assert!(expand_config(args).unwrap_err().contains("unknown setting"));
+    }
+
+    /// Values starting with '-' are values, not flags (found by the `config` fuzzer:
+    /// fuzz/corpus/config/regress-hyphen-value).
+    #[test]
+    fn config_values_may_start_with_a_hyphen() {
+        let injected = config_args(
+            "c.json",
+            r#"{"on-promote": "--pubbic-state", "exec": "-x", "priority": -3, "mode": "--standby"}"#,
+            |env| env == "TENURE_MODE",
+        )
+        .unwrap();
+        let mut argv = vec!["tenure".to_string(), "run".to_string()];
+        argv.extend(injected);
+        let cli = Cli::try_parse_from(&argv).unwrap();
+        let Cmd::Run(r) = cli.command else { panic!() };
+        assert_eq!(r.on_promote.as_deref(), Some("--pubbic-state"));
+        assert_eq!(r.exec.as_deref(), Some("-x"));
+        assert_eq!(r.priority, -3);
+        assert_eq!(r.mode, Mode::Auto, "the environment's key is skipped");
     }
 }

@@ -135,8 +135,9 @@ fn directory(path: &Path, a: &DoctorArgs, list: &mut Checklist) {
     let opts = DirOptions {
         allow_nlm: a.allow_nlm,
         lock_wait: a.storage_timeout,
-        // Reported below as a check of its own, so the others still run.
+        // Reported below as checks of their own, so the others still run.
         check_mount: false,
+        allow_shared_permissions: true,
     };
     let store = match DirStore::open(path, opts.clone()) {
         Ok(s) => s,
@@ -159,6 +160,10 @@ fn directory(path: &Path, a: &DoctorArgs, list: &mut Checklist) {
             })
             .map_err(|e| format!("mount: {e}")),
     );
+    list.check(tenure_persistence::check_permissions(
+        store.root(),
+        a.allow_shared_permissions,
+    ));
     match store.list("") {
         Ok(keys) => list.pass(format!(
             "readable: {} ({})",

@@ -24,7 +24,15 @@ fn usage(msg: impl std::fmt::Display) -> u8 {
 }
 
 pub fn main(a: RunArgs) -> u8 {
+    // Read the secrets from the environment and drop them from it before anything else runs,
+    // so that hooks and --exec children never inherit them.
+    let env_secret = take_env_secret("TENURE_SECRET");
+    let env_accept = take_env_secret("TENURE_ACCEPT_SECRET");
     init_logging(a.log_format);
+    let keys = match load_keys(&a, env_secret, env_accept) {
+        Ok(k) => k.map(Arc::new),
+        Err(e) => return usage(e),
+    };
     let Some(name) = a.node_name.clone() else {
         return usage(
             "--node-name is required: every node needs a unique name, e.g. --node-name node-a",
@@ -77,6 +85,7 @@ pub fn main(a: RunArgs) -> u8 {
         app_version: a.app_version.clone(),
         allow_no_master: a.allow_no_master,
         new_cluster_id: uuid::Uuid::new_v4().to_string(),
+        keys: keys.clone(),
     };
     if let Err(e) = cfg.validate_timings() {
         return usage(e);
@@ -108,6 +117,54 @@ pub fn main(a: RunArgs) -> u8 {
         }
     };
     runtime.block_on(serve(cfg, store, bind, users, a))
+}
+
+fn take_env_secret(var: &str) -> Option<Vec<u8>> {
+    let v = std::env::var_os(var)?;
+    // SAFETY: called first thing in `tenure run`, before any other thread exists.
+    unsafe { std::env::remove_var(var) };
+    Some(
+        std::os::unix::ffi::OsStrExt::as_bytes(v.as_os_str())
+            .trim_ascii()
+            .to_vec(),
+    )
+}
+
+/// The cluster secret from --secret-file or TENURE_SECRET (not both), and the extra secret
+/// accepted during a rotation.
+fn load_keys(
+    a: &RunArgs,
+    env_secret: Option<Vec<u8>>,
+    env_accept: Option<Vec<u8>>,
+) -> Result<Option<tenure_election::secret::Keyring>, String> {
+    use tenure_election::secret::{Keyring, read_secret_file};
+    let one =
+        |file: &Option<PathBuf>, env: Option<Vec<u8>>, flag: &str, var: &str| match (file, env) {
+            (Some(_), Some(_)) => Err(format!(
+                "both {flag} and {var} are set: give the secret one way only"
+            )),
+            (Some(p), None) => read_secret_file(p)
+                .map(Some)
+                .map_err(|e| format!("{flag}: {e}")),
+            (None, Some(v)) => Ok(Some(v)),
+            (None, None) => Ok(None),
+        };
+    let current = one(&a.secret_file, env_secret, "--secret-file", "TENURE_SECRET")?;
+    let accepted = one(
+        &a.accept_secret_file,
+        env_accept,
+        "--accept-secret-file",
+        "TENURE_ACCEPT_SECRET",
+    )?;
+    match (current, accepted) {
+        (None, None) => Ok(None),
+        (None, Some(_)) => Err(
+            "--accept-secret-file needs --secret-file (the secret records are signed with)".into(),
+        ),
+        (Some(c), acc) => Keyring::new(&c, acc.as_deref())
+            .map(Some)
+            .map_err(|e| format!("cluster secret: {e}")),
+    }
 }
 
 async fn serve(
@@ -146,6 +203,7 @@ async fn serve(
         insecure: false,
         ca: a.tls_ca.clone().or_else(|| a.tls_cert.clone()),
     });
+    let nudger = nudger.map(|n| n.with_keys(cfg.keys.clone()));
     let peers: Arc<dyn tenure_election::driver::Peers> = match &nudger {
         Ok(c) => Arc::new(c.clone()),
         Err(e) => {
@@ -169,6 +227,15 @@ async fn serve(
         mono: clock::now(),
         wall_ms: clock::wall_millis(),
     };
+    let nudge_keys = cfg.keys.clone();
+    match &cfg.keys {
+        Some(k) => {
+            tracing::info!(parent: &span, "cluster secret: records and nudges are signed with key {}{}", k.current_id(), k.accepted_id().map_or(String::new(), |a| format!("; key {a} is accepted too (rotation)")))
+        }
+        None => {
+            tracing::info!(parent: &span, "no cluster secret (--secret-file): records are unsigned, so anyone who can write the store is trusted")
+        }
+    }
     let machine = Machine::new(cfg, now);
     let stats = Arc::new(tenure_election::Stats::default());
     let driver =
@@ -176,7 +243,8 @@ async fn serve(
 
     let notifier = tokio::spawn(crate::notify::run(stats.clone(), snap_rx.clone()));
     let api = tenure_http::ApiState::new(snap_rx, cmd_tx.clone(), users, a.public_state)
-        .with_stats(stats);
+        .with_stats(stats)
+        .with_nudge_keys(nudge_keys);
     let (stop_http_tx, mut stop_http_rx) = watch::channel(false);
     let http = tokio::spawn(
         async move {
@@ -265,6 +333,7 @@ fn open_store(arg: &str, a: &RunArgs, lock_wait: Duration) -> Result<Arc<dyn Sto
     // call's own deadline rather than keep the I/O thread busy.
     let opts = DirOptions {
         allow_nlm: a.allow_nlm,
+        allow_shared_permissions: a.allow_shared_permissions,
         lock_wait,
         ..DirOptions::default()
     };

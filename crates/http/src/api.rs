@@ -1,17 +1,20 @@
 //! The handlers and the access checks they declare as extractors.
 
 use crate::error::{ApiError, JSON};
-use crate::summary::{known_epoch, summarize};
+use crate::form::{Form, FormError, parse_form};
+use crate::summary::{known_epoch, live_lease, summarize};
 use crate::{ApiState, EpochDecided, X_HA_EPOCH, prom};
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{FromRequestParts, RawQuery, State};
+use axum::extract::{FromRequest, FromRequestParts, Request, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use std::borrow::Cow;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use tenure_election::types::validate_node_name;
-use tenure_election::{Command, Mode, NodeState, clock};
+use tenure_election::{Command, Mode, Nanos, NodeState, Snapshot, clock};
 
 // ---- access ----
 
@@ -53,9 +56,45 @@ impl FromRequestParts<ApiState> for CanReadState {
     }
 }
 
+/// A change sent by a browser from another site (CSRF): refused. Browsers mark every request
+/// with `Sec-Fetch-Site` (recent ones) or, on a POST, `Origin`; other clients (curl, Brooklyn's
+/// clients, `tenure`) send neither and pass. A browser's cached basic-auth credentials would
+/// otherwise let any page the operator visits change the cluster.
+fn cross_site(parts: &Parts) -> Option<ApiError> {
+    let refuse = || {
+        Some(ApiError::forbidden(
+            "cross-site request refused: a browser sent this change from another site's page; send changes from curl, tenure or a page served by this node",
+        ))
+    };
+    if let Some(site) = parts.headers.get("sec-fetch-site") {
+        return match site.as_bytes() {
+            b"same-origin" | b"none" => None,
+            _ => refuse(),
+        };
+    }
+    let origin = parts.headers.get(header::ORIGIN)?;
+    let host = parts
+        .headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| parts.uri.authority().map(|a| a.as_str()));
+    let origin_host = origin
+        .to_str()
+        .ok()
+        .and_then(|o| o.split_once("://"))
+        .map(|(_, h)| h);
+    match (origin_host, host) {
+        (Some(o), Some(h)) if o.eq_ignore_ascii_case(h) => None,
+        _ => refuse(),
+    }
+}
+
 impl FromRequestParts<ApiState> for CanChange {
     type Rejection = ApiError;
     async fn from_request_parts(parts: &mut Parts, state: &ApiState) -> Result<Self, ApiError> {
+        if let Some(refused) = cross_site(parts) {
+            return Err(refused);
+        }
         match login(state, parts).await? {
             None => Err(ApiError::forbidden(
                 "changes are disabled: this node was started without --users; restart it with --users FILE (a user with role admin may then make changes)",
@@ -92,16 +131,19 @@ fn state_body(status: StatusCode, s: NodeState) -> Response {
 
 /// The state answer with its epoch header, both decided at one instant.
 fn state_now(state: &ApiState, master_only: bool) -> Response {
-    let snap = state.snapshot();
-    let now = clock::now();
-    let s = snap.state_at(now);
+    // Borrowed rather than cloned: the hot path touches no shared reference count.
+    let (s, epoch) = {
+        let snap = state.inner.snapshot.borrow();
+        let now = clock::now();
+        (snap.state_at(now), snap.master_at(now).map(|(_, e)| e))
+    };
     let code = if master_only && s != NodeState::Master {
         StatusCode::SERVICE_UNAVAILABLE
     } else {
         StatusCode::OK
     };
     let mut resp = state_body(code, s);
-    if let Some((_, epoch)) = snap.master_at(now) {
+    if let Some(epoch) = epoch {
         resp.headers_mut()
             .insert(X_HA_EPOCH, HeaderValue::from(epoch));
     }
@@ -118,30 +160,39 @@ fn json_response(value: &impl serde::Serialize) -> Response {
 
 fn body_error(e: BytesRejection) -> ApiError {
     if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        ApiError::too_large()
+        ApiError::from_status(StatusCode::PAYLOAD_TOO_LARGE)
     } else {
         ApiError::bad_request("the request body could not be read")
     }
 }
 
-/// A form field from the body (`application/x-www-form-urlencoded`) or else the query string,
-/// as Brooklyn's clients send either.
-fn field(query: &Option<String>, body: &[u8], name: &str) -> Option<String> {
-    let find = |bytes: &[u8]| {
-        form_urlencoded::parse(bytes)
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.into_owned())
-    };
-    find(body).or_else(|| query.as_deref().and_then(|q| find(q.as_bytes())))
+/// The fields of a change request (see [`parse_form`]): 415 for a body that is neither a form
+/// nor JSON.
+pub(crate) struct ChangeForm(Form);
+
+impl FromRequest<ApiState> for ChangeForm {
+    type Rejection = ApiError;
+    async fn from_request(req: Request, state: &ApiState) -> Result<Self, ApiError> {
+        // A header that is not visible ASCII is still a content type, just not an accepted one.
+        let content_type = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .map(|v| v.to_str().unwrap_or("(not text)").to_string());
+        let query = req.uri().query().map(str::to_string);
+        let body = Bytes::from_request(req, state).await.map_err(body_error)?;
+        parse_form(content_type.as_deref(), query.as_deref(), &body)
+            .map(ChangeForm)
+            .map_err(|e| match e {
+                FormError::UnsupportedMediaType(m) => ApiError::unsupported_media_type(m),
+                FormError::Malformed(m) => ApiError::bad_request(m),
+            })
+    }
 }
 
-fn required(
-    query: &Option<String>,
-    body: &[u8],
-    name: &str,
-    hint: &'static str,
-) -> Result<String, ApiError> {
-    field(query, body, name)
+fn required(form: &ChangeForm, name: &str, hint: &'static str) -> Result<String, ApiError> {
+    form.0
+        .get(name)
+        .map(str::to_string)
         .ok_or_else(|| ApiError::bad_request(format!("missing form field {name}: {hint}")))
 }
 
@@ -167,13 +218,10 @@ pub(crate) async fn get_master(_: CanReadState, State(state): State<ApiState>) -
 pub(crate) async fn set_mode(
     _: CanChange,
     State(state): State<ApiState>,
-    RawQuery(query): RawQuery,
-    body: Result<Bytes, BytesRejection>,
+    form: ChangeForm,
 ) -> Result<Response, ApiError> {
-    let body = body.map_err(body_error)?;
     let raw = required(
-        &query,
-        &body,
+        &form,
         "mode",
         "mode=auto, master, standby, hot-standby, hot-backup or disabled",
     )?;
@@ -187,9 +235,60 @@ pub(crate) async fn set_mode(
     Ok(state_body(StatusCode::OK, previous))
 }
 
+/// The last `/ha/states` body and what it was computed from.
+struct EncodedStates {
+    snap: Arc<Snapshot>,
+    at: Nanos,
+    own: NodeState,
+    lease_live: bool,
+    body: Bytes,
+}
+
+/// How long an encoded `/ha/states` body is reused (its ages are in whole milliseconds).
+const STATES_REUSE: Duration = Duration::from_millis(1);
+
+/// The last body encoded, shared by every request: pollers asking many times a millisecond get
+/// the same bytes instead of a fresh summary and JSON encoding each.
+static LAST_STATES: Mutex<Option<EncodedStates>> = Mutex::new(None);
+
 pub(crate) async fn get_states(_: CanRead, State(state): State<ApiState>) -> Response {
     let snap = state.snapshot();
-    json_response(&summarize(&snap, clock::now()))
+    let now = clock::now();
+    // Whether a MASTER in the body still holds is decided now, not when it was encoded: the
+    // body is reused only while the snapshot is the same, within STATES_REUSE, and with the
+    // same own state and the same live lease, so no MASTER outlives its deadline.
+    let own = snap.state_at(now);
+    let lease_live = live_lease(&snap, now).is_some();
+    let reusable = |c: &EncodedStates| {
+        Arc::ptr_eq(&c.snap, &snap)
+            && c.at <= now
+            && now < c.at + STATES_REUSE
+            && c.own == own
+            && c.lease_live == lease_live
+    };
+    if let Ok(last) = LAST_STATES.try_lock()
+        && let Some(c) = last.as_ref().filter(|c| reusable(c))
+    {
+        return states_response(c.body.clone());
+    }
+    let Ok(body) = serde_json::to_vec(&summarize(&snap, now)) else {
+        return ApiError::from_status(StatusCode::INTERNAL_SERVER_ERROR).into_response();
+    };
+    let body = Bytes::from(body);
+    if let Ok(mut last) = LAST_STATES.try_lock() {
+        *last = Some(EncodedStates {
+            snap,
+            at: now,
+            own,
+            lease_live,
+            body: body.clone(),
+        });
+    }
+    states_response(body)
+}
+
+fn states_response(body: Bytes) -> Response {
+    ([(header::CONTENT_TYPE, JSON)], body).into_response()
 }
 
 pub(crate) async fn get_priority(_: CanRead, State(state): State<ApiState>) -> Response {
@@ -199,16 +298,9 @@ pub(crate) async fn get_priority(_: CanRead, State(state): State<ApiState>) -> R
 pub(crate) async fn set_priority(
     _: CanChange,
     State(state): State<ApiState>,
-    RawQuery(query): RawQuery,
-    body: Result<Bytes, BytesRejection>,
+    form: ChangeForm,
 ) -> Result<Response, ApiError> {
-    let body = body.map_err(body_error)?;
-    let raw = required(
-        &query,
-        &body,
-        "priority",
-        "priority=<integer>, e.g. priority=10",
-    )?;
+    let raw = required(&form, "priority", "priority=<integer>, e.g. priority=10")?;
     let priority: i64 = raw.trim().parse().map_err(|_| {
         ApiError::bad_request(format!(
             "priority {:?} is not an integer: give e.g. priority=10",
@@ -224,6 +316,7 @@ pub(crate) async fn set_priority(
 pub(crate) async fn clear_states(
     _: CanChange,
     State(state): State<ApiState>,
+    _: ChangeForm,
 ) -> Result<Response, ApiError> {
     let cleared = state.ask(|reply| Command::ClearStates { reply }).await?;
     Ok(json_response(&serde_json::json!({ "cleared": cleared })))
@@ -232,11 +325,9 @@ pub(crate) async fn clear_states(
 pub(crate) async fn clear_node(
     _: CanChange,
     State(state): State<ApiState>,
-    RawQuery(query): RawQuery,
-    body: Result<Bytes, BytesRejection>,
+    form: ChangeForm,
 ) -> Result<Response, ApiError> {
-    let body = body.map_err(body_error)?;
-    let name = required(&query, &body, "nodeId", "nodeId=<node name>")?;
+    let name = required(&form, "nodeId", "nodeId=<node name>")?;
     validate_node_name(&name).map_err(|_| {
         ApiError::bad_request(format!(
             "nodeId {:?} is not a node name: use 1 to 64 letters, digits, '.', '_' or '-'",
@@ -292,6 +383,7 @@ pub(crate) async fn ha_metrics(_: CanRead, State(state): State<ApiState>) -> Res
         "heartbeatTimeoutMs": snap.heartbeat_timeout_ms,
         "pollPeriodMs": snap.poll_period_ms,
         "storageErrors": snap.storage_errors,
+        "forgedRecords": snap.forged_records,
         // The latest storage call and lease write, for monitors (`tenure check`): null
         // before the first one.
         "storageLatencyMs": last_ms(state.inner.stats.as_ref().and_then(|s| s.storage_latency.last())),
@@ -322,10 +414,21 @@ pub(crate) async fn prometheus(_: CanRead, State(state): State<ApiState>) -> Res
     }
 }
 
-/// Open to all: a nudge only makes this node read the store sooner; it carries nothing to obey.
-pub(crate) async fn nudge(State(state): State<ApiState>) -> StatusCode {
+/// A nudge only makes this node read the store sooner; it carries nothing to obey. Open to all
+/// without a cluster secret; with one, it must carry a token signed with it (403 otherwise).
+pub(crate) async fn nudge(State(state): State<ApiState>, headers: HeaderMap) -> Response {
+    if let Some(keys) = &state.inner.nudge_keys {
+        let token = headers
+            .get(crate::nudge::NUDGE_AUTH_HEADER)
+            .and_then(|v| v.to_str().ok());
+        if let Err(e) = crate::nudge::check_nudge_token(keys, token, clock::wall_millis()) {
+            tracing::debug!("refused a nudge: {e}");
+            return ApiError::forbidden("the nudge is not signed with this cluster's secret")
+                .into_response();
+        }
+    }
     state.nudge();
-    StatusCode::ACCEPTED
+    StatusCode::ACCEPTED.into_response()
 }
 
 pub(crate) async fn not_found() -> ApiError {

@@ -11,6 +11,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use subtle::ConstantTimeEq;
 use tokio::sync::Semaphore;
@@ -37,6 +38,8 @@ struct Inner {
     key: [u8; 32],
     /// Bounds concurrent argon2 runs: wrong passwords are never cached.
     argon_slots: Semaphore,
+    /// argon2 verifications run so far (tests check that every failure costs one).
+    argon_runs: AtomicU64,
 }
 
 /// The users allowed to log in. Cheap to clone.
@@ -140,6 +143,7 @@ impl Users {
                 decoy,
                 key: rand::random(),
                 argon_slots: Semaphore::new(2),
+                argon_runs: AtomicU64::new(0),
             }),
         })
     }
@@ -186,6 +190,7 @@ impl Users {
         let Ok(_permit) = self.inner.argon_slots.acquire().await else {
             return false;
         };
+        self.inner.argon_runs.fetch_add(1, Ordering::Relaxed);
         tokio::task::spawn_blocking(move || {
             PasswordHash::new(&hash)
                 .map(|h| {
@@ -200,7 +205,8 @@ impl Users {
     }
 }
 
-fn parse_basic(value: &[u8]) -> Option<(String, String)> {
+/// `Basic <base64 of user:password>` → (user, password); `None` for anything else.
+pub fn parse_basic(value: &[u8]) -> Option<(String, String)> {
     let value = std::str::from_utf8(value).ok()?.trim();
     let (scheme, rest) = value.split_once(' ')?;
     if !scheme.eq_ignore_ascii_case("basic") {
@@ -278,6 +284,43 @@ mod tests {
         assert!(Users::parse(r#"{"users": {}}"#).is_err());
         let e = Users::load(Path::new("/nonexistent/users.json")).unwrap_err();
         assert!(e.contains("/nonexistent/users.json"), "{e}");
+    }
+
+    /// Timing: an unknown user, a wrong password and a malformed hash in the cache path all
+    /// cost exactly one argon2 run (of a configured hash, so with the same parameters); only a
+    /// password that verified before is answered from the cache.
+    #[tokio::test]
+    async fn every_failure_costs_one_argon2_run() {
+        let u = users();
+        let runs = || u.inner.argon_runs.load(Ordering::Relaxed);
+        let mut before = runs();
+        for (who, pw) in [
+            ("carol", "x"),
+            ("alice", "wrong"),
+            ("", "a-pw"),
+            ("alicE", "a-pw"),
+        ] {
+            assert_eq!(
+                u.authenticate(Some(&basic(who, pw))).await,
+                Err(AuthFailure::Wrong),
+                "{who}"
+            );
+            assert_eq!(runs(), before + 1, "{who}:{pw} must cost one argon2 run");
+            before = runs();
+        }
+        // A success is cached: the next one costs no run; a wrong password after it does.
+        u.authenticate(Some(&basic("alice", "a-pw"))).await.unwrap();
+        before = runs();
+        u.authenticate(Some(&basic("alice", "a-pw"))).await.unwrap();
+        assert_eq!(runs(), before);
+        assert!(
+            u.authenticate(Some(&basic("alice", "a-pwx")))
+                .await
+                .is_err()
+        );
+        assert_eq!(runs(), before + 1);
+        // The decoy is a configured hash, so an unknown name costs what a known one does.
+        assert!(u.inner.users.values().any(|x| x.hash == u.inner.decoy));
     }
 
     #[tokio::test]

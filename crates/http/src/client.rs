@@ -17,6 +17,8 @@ pub struct Tls {
 
 impl Tls {
     fn apply(&self, mut b: reqwest::ClientBuilder) -> Result<reqwest::ClientBuilder, String> {
+        // reqwest is built without a crypto provider of its own: ring is the only one.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         if self.insecure {
             b = b.danger_accept_invalid_certs(true);
         }
@@ -236,6 +238,8 @@ pub struct NudgeClient {
     /// Nudges still being sent: a releasing node drains them before it exits, or the
     /// runtime's shutdown would drop the very nudges that make the handover fast.
     in_flight: std::sync::Arc<tokio::sync::watch::Sender<usize>>,
+    /// The cluster secret: nudges carry a token signed with it.
+    keys: Option<std::sync::Arc<tenure_election::secret::Keyring>>,
 }
 
 impl NudgeClient {
@@ -257,7 +261,17 @@ impl NudgeClient {
             http,
             runtime: tokio::runtime::Handle::try_current().ok(),
             in_flight: std::sync::Arc::new(tokio::sync::watch::channel(0).0),
+            keys: None,
         })
+    }
+
+    /// Sign nudges with the cluster secret (peers with a secret ignore unsigned ones).
+    pub fn with_keys(
+        mut self,
+        keys: Option<std::sync::Arc<tenure_election::secret::Keyring>>,
+    ) -> NudgeClient {
+        self.keys = keys;
+        self
     }
 
     /// Wait until every nudge sent so far has been delivered or has failed, at most `limit`.
@@ -276,13 +290,22 @@ impl Peers for NudgeClient {
             tracing::debug!("no tokio runtime to send nudges on");
             return;
         };
+        let token = self
+            .keys
+            .as_ref()
+            .map(|k| crate::nudge::nudge_token(k, tenure_election::clock::wall_millis()));
         for base in uris {
             let http = self.http.clone();
+            let token = token.clone();
             let in_flight = self.in_flight.clone();
             in_flight.send_modify(|n| *n += 1);
             rt.spawn(async move {
                 let u = url(&base, "nudge");
-                match http.post(&u).send().await {
+                let mut req = http.post(&u);
+                if let Some(t) = token {
+                    req = req.header(crate::nudge::NUDGE_AUTH_HEADER, t);
+                }
+                match req.send().await {
                     Ok(_) => tracing::debug!(url = %u, "nudged"),
                     Err(e) => tracing::debug!(url = %u, error = %root_cause(&e), "nudge failed"),
                 }

@@ -39,11 +39,28 @@ impl ApiError {
     pub fn forbidden(message: impl Into<Cow<'static, str>>) -> Self {
         Self::new(StatusCode::FORBIDDEN, "forbidden", message)
     }
-    pub fn too_large() -> Self {
+    pub fn too_large(limit: usize) -> Self {
         Self::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "payload-too-large",
-            "the request body is larger than 64 KiB",
+            format!("the request body is larger than {} KiB", limit / 1024),
+        )
+    }
+    pub fn body_timeout(limit: std::time::Duration) -> Self {
+        Self::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "request-timeout",
+            format!(
+                "the request body did not arrive within {}",
+                humantime::format_duration(limit)
+            ),
+        )
+    }
+    pub fn unsupported_media_type(message: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported-media-type",
+            message,
         )
     }
     pub fn unavailable(message: impl Into<Cow<'static, str>>) -> Self {
@@ -64,10 +81,13 @@ impl ApiError {
                 "method-not-allowed",
                 "this path does not accept that method (see the Allow header)",
             ),
-            StatusCode::PAYLOAD_TOO_LARGE => return Self::too_large(),
+            StatusCode::PAYLOAD_TOO_LARGE => ("payload-too-large", "the request body is too large"),
+            StatusCode::REQUEST_TIMEOUT => {
+                ("request-timeout", "the request did not arrive in time")
+            }
             StatusCode::UNSUPPORTED_MEDIA_TYPE => (
                 "unsupported-media-type",
-                "send form fields as application/x-www-form-urlencoded or in the query string",
+                "send form fields as application/x-www-form-urlencoded, application/json or in the query string",
             ),
             s if s.is_server_error() => ("internal", "the server could not answer this request"),
             _ => ("error", "the request failed"),

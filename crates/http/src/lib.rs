@@ -8,17 +8,21 @@ mod api;
 pub mod auth;
 pub mod client;
 mod error;
+mod form;
+pub mod nudge;
 mod prom;
+mod server;
 mod summary;
 mod tls;
 
 use axum::Router;
+use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{HeaderName, HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::serve::ListenerExt;
+use http_body_util::BodyExt;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,12 +31,58 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 pub use auth::{Users, hash_password};
 pub use client::{Client, ClientError, NudgeClient, Tls};
+pub use form::{Form, FormError, parse_form};
 pub use tls::{TlsConfig, serve_tls};
 
 use error::ApiError;
 
-/// Largest request body accepted (413 above).
-pub const MAX_BODY: usize = 64 * 1024;
+/// Largest request body accepted (413 above): change requests carry one short field.
+pub const MAX_BODY: usize = 16 * 1024;
+/// Largest request head (request line and headers) accepted (431 above).
+pub const MAX_HEADER_BYTES: usize = 16 * 1024;
+/// Most headers in one request (431 above).
+pub const MAX_HEADERS: usize = 64;
+/// Time allowed for a request's head to arrive, from when the server waits for it (so also
+/// the longest a keep-alive connection stays idle). Slower clients are disconnected.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time allowed for a request's body to arrive once its head has (408 after).
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(10);
+/// A response write that makes no progress this long (the client stopped reading) drops the
+/// connection.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time allowed for a TLS handshake.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Most connections served at once; more wait in the listen backlog until one closes.
+pub const MAX_CONNECTIONS: usize = 256;
+
+/// The limits of the HTTP server (see `docs/security-http.md`). [`Limits::default`] holds the
+/// constants above; tests shorten them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    pub max_body: usize,
+    pub max_header_bytes: usize,
+    pub max_headers: usize,
+    pub header_timeout: Duration,
+    pub body_timeout: Duration,
+    pub write_timeout: Duration,
+    pub handshake_timeout: Duration,
+    pub max_connections: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_body: MAX_BODY,
+            max_header_bytes: MAX_HEADER_BYTES,
+            max_headers: MAX_HEADERS,
+            header_timeout: HEADER_TIMEOUT,
+            body_timeout: BODY_TIMEOUT,
+            write_timeout: WRITE_TIMEOUT,
+            handshake_timeout: HANDSHAKE_TIMEOUT,
+            max_connections: MAX_CONNECTIONS,
+        }
+    }
+}
 /// Header carrying the fencing token of the master this node knows of.
 pub const EPOCH_HEADER: &str = "x-ha-epoch";
 const X_HA_EPOCH: HeaderName = HeaderName::from_static(EPOCH_HEADER);
@@ -56,6 +106,8 @@ struct Inner {
     nudges: std::sync::Mutex<NudgeGate>,
     registry: prometheus_client::registry::Registry,
     stats: Option<Arc<tenure_election::Stats>>,
+    /// With a cluster secret, only nudges signed with it are passed on.
+    nudge_keys: Option<Arc<tenure_election::secret::Keyring>>,
 }
 
 /// What the handlers share. Cheap to clone.
@@ -63,6 +115,7 @@ struct Inner {
 pub struct ApiState {
     inner: Arc<Inner>,
     command_timeout: Duration,
+    limits: Limits,
 }
 
 impl ApiState {
@@ -83,9 +136,25 @@ impl ApiState {
                 started: clock::now(),
                 started_wall_ms: clock::wall_millis(),
                 nudges: std::sync::Mutex::new(NudgeGate::default()),
+                nudge_keys: None,
             }),
             command_timeout: Duration::from_secs(60),
+            limits: Limits::default(),
         }
+    }
+
+    /// Accept only nudges signed with the cluster secret.
+    pub fn with_nudge_keys(mut self, keys: Option<Arc<tenure_election::secret::Keyring>>) -> Self {
+        let inner =
+            Arc::get_mut(&mut self.inner).expect("with_nudge_keys is called before cloning");
+        inner.nudge_keys = keys;
+        self
+    }
+
+    /// The server's limits (default [`Limits::default`]).
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
     }
 
     /// Adds the driver's counters to `/metrics` (latency histograms; transitions since start).
@@ -193,24 +262,20 @@ pub fn router(state: ApiState) -> Router {
         .route("/metrics", get(api::prometheus))
         .fallback(api::not_found)
         .method_not_allowed_fallback(api::method_not_allowed)
-        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(DefaultBodyLimit::max(state.limits.max_body))
         .layer(axum::middleware::from_fn_with_state(state.clone(), finish))
         .with_state(state)
 }
 
-/// Serves the API on `listener` until `shutdown` completes (then finishes open requests).
+/// Serves the API on `listener` until `shutdown` completes (then lets open requests finish,
+/// at most 2 s), with the state's [`Limits`].
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: ApiState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    // Small answers to pollers: do not let Nagle hold them back.
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
+    let limits = state.limits;
+    server::run(listener, router(state), limits, None, shutdown).await
 }
 
 /// Marks a response whose `X-HA-Epoch` was decided by the handler at the same instant as its
@@ -218,19 +283,12 @@ pub async fn serve(
 #[derive(Clone, Copy)]
 struct EpochDecided;
 
-/// Runs around every request: the early body-size check, JSON bodies for every error, and the
-/// `X-HA-Epoch` header.
+/// Runs around every request: the body read (size limit, time limit), JSON bodies for every
+/// error, and the `X-HA-Epoch` header.
 async fn finish(State(state): State<ApiState>, req: Request, next: Next) -> Response {
-    let too_large = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok())
-        .is_some_and(|n| n > MAX_BODY as u64);
-    let mut resp = if too_large {
-        ApiError::too_large().into_response()
-    } else {
-        next.run(req).await
+    let mut resp = match read_body(&state.limits, req).await {
+        Ok(req) => next.run(req).await,
+        Err(e) => e.into_response(),
     };
 
     let status = resp.status();
@@ -252,6 +310,29 @@ async fn finish(State(state): State<ApiState>, req: Request, next: Next) -> Resp
         }
     }
     resp
+}
+
+/// Reads the whole body before any handler runs: at most `max_body` bytes (413) within
+/// `body_timeout` (408), so a slow or endless body cannot hold a handler.
+async fn read_body(limits: &Limits, req: Request) -> Result<Request, ApiError> {
+    let announced = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if announced.is_some_and(|n| n > limits.max_body as u64) {
+        return Err(ApiError::too_large(limits.max_body));
+    }
+    let (parts, body) = req.into_parts();
+    let limited = http_body_util::Limited::new(body, limits.max_body);
+    match tokio::time::timeout(limits.body_timeout, limited.collect()).await {
+        Err(_) => Err(ApiError::body_timeout(limits.body_timeout)),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
+            Err(ApiError::too_large(limits.max_body))
+        }
+        Ok(Err(_)) => Err(ApiError::bad_request("the request body could not be read")),
+        Ok(Ok(collected)) => Ok(Request::from_parts(parts, Body::from(collected.to_bytes()))),
+    }
 }
 
 fn is_json(resp: &Response) -> bool {

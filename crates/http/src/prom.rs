@@ -97,6 +97,12 @@ impl Collector for SnapshotCollector {
         )?;
         counter(
             &mut enc,
+            "tenure_forged_records",
+            "Forged, replayed or wrongly signed records seen in the store (each logged as an ALERT)",
+            snap.forged_records,
+        )?;
+        counter(
+            &mut enc,
             "tenure_transitions",
             "State transitions of this node since it started",
             self.stats

@@ -4,7 +4,7 @@
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
-use tenure_election::{Mode, Nanos, NodeState, Snapshot};
+use tenure_election::{LeaseView, Mode, Nanos, NodeState, Snapshot};
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -58,11 +58,7 @@ fn ms(d: std::time::Duration) -> u64 {
 
 pub(crate) fn summarize(snap: &Snapshot, now: Nanos) -> Summary<'_> {
     let master = snap.master_at(now);
-    // The same condition as `master_at` uses for another node's lease.
-    let live_lease = snap
-        .lease
-        .as_ref()
-        .filter(|l| !l.released && now < l.stale_at && l.instance_id != snap.own_instance);
+    let live_lease = live_lease(snap, now);
 
     let mut nodes = BTreeMap::new();
 
@@ -168,6 +164,13 @@ pub(crate) fn summarize(snap: &Snapshot, now: Nanos) -> Summary<'_> {
             })
             .collect(),
     }
+}
+
+/// Another node's unreleased, unexpired lease: the same condition as `master_at` uses.
+pub(crate) fn live_lease(snap: &Snapshot, now: Nanos) -> Option<&LeaseView> {
+    snap.lease
+        .as_ref()
+        .filter(|l| !l.released && now < l.stale_at && l.instance_id != snap.own_instance)
 }
 
 /// The current master's epoch if one is known, else the last lease epoch seen.

@@ -1,10 +1,12 @@
-//! HTTPS (`--tls-cert/--tls-key`): the same router behind rustls, with the ring provider.
+//! HTTPS (`--tls-cert/--tls-key`): the same router and the same accept loop and limits as
+//! plain HTTP ([`crate::server`]), behind rustls with the ring provider.
 
 use crate::{ApiState, router};
 use axum_server::tls_rustls::RustlsConfig;
 use std::future::Future;
 use std::path::Path;
-use std::time::Duration;
+use std::sync::Arc;
+use tokio_rustls::TlsAcceptor;
 
 /// A loaded certificate and key, ready to serve.
 #[derive(Clone)]
@@ -26,25 +28,30 @@ impl TlsConfig {
                 )
             })
     }
+
+    fn acceptor(&self) -> TlsAcceptor {
+        let mut config = (*self.0.get_inner()).clone();
+        // The server speaks HTTP/1.1 only.
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        TlsAcceptor::from(Arc::new(config))
+    }
 }
 
 /// Serves the API over HTTPS on `listener` until `shutdown` completes (then lets open requests
-/// finish, at most 2 s), like [`crate::serve`] does over HTTP.
+/// finish, at most 2 s), like [`crate::serve`] does over HTTP, with the same limits.
 pub async fn serve_tls(
     listener: tokio::net::TcpListener,
     state: ApiState,
     tls: TlsConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let listener = listener.into_std()?;
-    let handle = axum_server::Handle::new();
-    let h = handle.clone();
-    tokio::spawn(async move {
-        shutdown.await;
-        h.graceful_shutdown(Some(Duration::from_secs(2)));
-    });
-    axum_server::from_tcp_rustls(listener, tls.0)
-        .handle(handle)
-        .serve(router(state).into_make_service())
-        .await
+    let limits = state.limits;
+    crate::server::run(
+        listener,
+        router(state),
+        limits,
+        Some(tls.acceptor()),
+        shutdown,
+    )
+    .await
 }

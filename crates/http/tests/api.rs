@@ -202,6 +202,8 @@ async fn start_with(
 }
 
 fn http() -> reqwest::Client {
+    // reqwest is built without a crypto provider of its own (ring is the one in the binary).
+    let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::builder().no_proxy().build().unwrap()
 }
 

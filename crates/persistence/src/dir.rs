@@ -53,6 +53,9 @@ pub struct DirOptions {
     pub allow_nlm: bool,
     /// Check the mount options with [`mount::check`] (default true).
     pub check_mount: bool,
+    /// Accept a root (or `nodes/`, `epochs/`) that group or others may write to
+    /// (`--allow-shared-permissions`); refused by default, see [`check_permissions`].
+    pub allow_shared_permissions: bool,
 }
 
 impl Default for DirOptions {
@@ -61,6 +64,7 @@ impl Default for DirOptions {
             lock_wait: Duration::from_secs(2),
             allow_nlm: false,
             check_mount: true,
+            allow_shared_permissions: false,
         }
     }
 }
@@ -593,6 +597,74 @@ fn open_error(root: &Path, doing: &str, path: &Path, e: &io::Error) -> String {
     )
 }
 
+/// Group or others may write (or, with the sticky bit, add entries) here.
+const SHARED_WRITE: u32 = 0o022;
+
+/// A folder of the store that group or others may write to, as a message naming it, its mode
+/// and the fix; `None` when only its owner may.
+fn shared_folder(path: &Path, mode: u32) -> Option<String> {
+    if mode & SHARED_WRITE == 0 {
+        return None;
+    }
+    let who = match (mode & 0o020 != 0, mode & 0o002 != 0) {
+        (true, true) => "its group and all other users",
+        (true, false) => "its group",
+        _ => "all other users",
+    };
+    Some(format!(
+        "{} has mode {:04o}: {who} may write to it, and so replace the lease or forge records \
+         — run `chmod 0700 {}` (or `chmod go-w`), or pass --allow-shared-permissions if \
+         sharing it is deliberate",
+        path.display(),
+        mode & 0o7777,
+        path.display()
+    ))
+}
+
+/// Checks that only its owner may write to the store's root and its `nodes/` and `epochs/`
+/// folders (those that exist). `Ok` describes the modes; `Err` names the folder, its mode and
+/// the fix. With `allow_shared` a shared folder is accepted, and `Ok` says so.
+pub fn check_permissions(root: &Path, allow_shared: bool) -> Result<String, String> {
+    let mut shared = Vec::new();
+    let mut modes = Vec::new();
+    for name in ["", NODES, EPOCHS] {
+        let path = if name.is_empty() {
+            root.to_path_buf()
+        } else {
+            root.join(name)
+        };
+        let meta = match std::fs::symlink_metadata(&path) {
+            Ok(m) => m,
+            Err(e) if e.kind() == io::ErrorKind::NotFound && !name.is_empty() => continue,
+            Err(e) => return Err(format!("cannot read the mode of {}: {e}", path.display())),
+        };
+        // A link or a file in place of a folder is refused by `open` with its own message.
+        if !meta.is_dir() {
+            continue;
+        }
+        let mode = meta.permissions().mode();
+        modes.push(format!(
+            "{} {:04o}",
+            if name.is_empty() { "root" } else { name },
+            mode & 0o7777
+        ));
+        if let Some(m) = shared_folder(&path, mode) {
+            shared.push(m);
+        }
+    }
+    match (shared.is_empty(), allow_shared) {
+        (true, _) => Ok(format!(
+            "permissions: only the owner may write ({})",
+            modes.join(", ")
+        )),
+        (false, true) => Ok(format!(
+            "permissions: shared with others, accepted by --allow-shared-permissions ({})",
+            modes.join(", ")
+        )),
+        (false, false) => Err(format!("permissions: {}", shared.join("; "))),
+    }
+}
+
 impl DirStore {
     /// Open (and if needed create) a store at `root`. Checks the mount, that it can write, and
     /// that flock works. The error names the path and the fix.
@@ -616,6 +688,10 @@ impl DirStore {
                 "cannot use store {}: it is not a directory — choose a directory for --store",
                 root.display()
             ));
+        }
+        if !opts.allow_shared_permissions {
+            check_permissions(&canonical, false)
+                .map_err(|e| format!("cannot use store {}: {e}", root.display()))?;
         }
         let mount = if opts.check_mount {
             let info = mount::check(&canonical, opts.allow_nlm)?;

@@ -26,7 +26,9 @@ pub mod mount;
 mod object;
 mod probe;
 
-pub use dir::{DirOptions, DirStore, LEASE_FILE, LEASE_PAYLOAD_MAX, LEASE_SLOT_BYTES};
+pub use dir::{
+    DirOptions, DirStore, LEASE_FILE, LEASE_PAYLOAD_MAX, LEASE_SLOT_BYTES, check_permissions,
+};
 pub use io_thread::IoThread;
 pub use memory::MemoryStore;
 pub use object::{LEASE_OBJECT, ObjOptions, ObjStore, is_object_url};

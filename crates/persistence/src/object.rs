@@ -162,6 +162,9 @@ impl ObjStore {
     /// sent to the server yet; see [`crate::probe_conditional_writes`] for a start-up check.
     /// Errors name the URL and the fix.
     pub fn open(url: &str, opts: ObjOptions) -> Result<ObjStore, String> {
+        // ring is the only crypto provider compiled in and reqwest has none of its own: make
+        // it the process default before object_store builds a client.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let provider = provider_of(url).ok_or_else(|| {
             format!("--store {url}: not an object-store URL; use s3://bucket/prefix, gs://bucket/prefix or az://container/prefix")
         })?;

@@ -609,3 +609,86 @@ fn replace_of_a_plain_record_races_to_one_winner() {
         .count();
     assert_eq!((wins, conflicts), (1, 7), "{results:?}");
 }
+
+#[test]
+fn a_store_others_may_write_to_is_refused_unless_allowed() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("store");
+    fs::create_dir(&root).unwrap();
+    for m in [0o770, 0o707, 0o777, 0o1777, 0o2775] {
+        fs::set_permissions(&root, fs::Permissions::from_mode(m)).unwrap();
+        let err = DirStore::open(&root, DirOptions::default()).err().unwrap();
+        let shown = format!("{:04o}", m);
+        assert!(
+            err.contains(root.to_str().unwrap())
+                && err.contains(&shown)
+                && err.contains("chmod 0700")
+                && err.contains("--allow-shared-permissions"),
+            "{shown}: {err}"
+        );
+        assert!(
+            !root.join("nodes").exists(),
+            "nothing is created in a refused store"
+        );
+        let allowed = DirOptions {
+            allow_shared_permissions: true,
+            ..DirOptions::default()
+        };
+        DirStore::open(&root, allowed).unwrap();
+        fs::remove_dir(root.join("nodes")).unwrap();
+        fs::remove_dir(root.join("epochs")).unwrap();
+        let _ = fs::remove_file(root.join("lease.lock"));
+    }
+    // Readable by others is fine (0755, a common umask's default); writable by the owner only.
+    fs::set_permissions(&root, fs::Permissions::from_mode(0o755)).unwrap();
+    let s = open(&root);
+    let ok = tenure_persistence::check_permissions(s.root(), false).unwrap();
+    assert!(
+        ok.contains("root 0755") && ok.contains("nodes 0700"),
+        "{ok}"
+    );
+    // A shared nodes/ (records could be planted there) is refused as well.
+    fs::set_permissions(root.join("nodes"), fs::Permissions::from_mode(0o775)).unwrap();
+    let err = DirStore::open(&root, DirOptions::default()).err().unwrap();
+    assert!(err.contains("nodes has mode 0775"), "{err}");
+    let err = tenure_persistence::check_permissions(&root, false).unwrap_err();
+    assert!(err.contains("its group may write"), "{err}");
+    let ok = tenure_persistence::check_permissions(&root, true).unwrap();
+    assert!(ok.contains("--allow-shared-permissions"), "{ok}");
+}
+
+/// Links planted at the root level (records and the lease file) after the store is open are
+/// never followed: reads report them, writes replace the link, the target never changes.
+#[test]
+fn links_planted_after_open_are_never_followed() {
+    let (_d, s) = fresh();
+    let outside = tempfile::tempdir().unwrap();
+    let target = outside.path().join("target");
+    fs::write(&target, b"outside").unwrap();
+    symlink(&target, s.root().join("cluster.json")).unwrap();
+    let (_, reason) = unreadable(&s, "cluster.json");
+    assert!(reason.contains("symbolic link"), "{reason}");
+    assert!(matches!(
+        s.create("cluster.json", b"x"),
+        Err(StoreError::Conflict(_))
+    ));
+    s.put("cluster.json", b"inside").unwrap();
+    assert_eq!(present(&s, "cluster.json").0, b"inside");
+    assert_eq!(fs::read(&target).unwrap(), b"outside");
+
+    // The lease file swapped for a link to a file outside: neither read nor written through.
+    s.create(LEASE_KEY, b"lease-1").unwrap();
+    fs::remove_file(s.root().join("lease.lock")).unwrap();
+    symlink(&target, s.root().join("lease.lock")).unwrap();
+    assert!(s.read(LEASE_KEY).is_err());
+    assert!(s.put(LEASE_KEY, b"lease-2").is_err());
+    assert!(s.create(LEASE_KEY, b"lease-3").is_err());
+    assert_eq!(fs::read(&target).unwrap(), b"outside");
+
+    // epochs/ swapped for a link to a folder outside.
+    fs::remove_dir_all(s.root().join("epochs")).unwrap();
+    symlink(outside.path(), s.root().join("epochs")).unwrap();
+    assert!(s.create("epochs/1.json", b"x").is_err());
+    assert!(s.list("epochs/").is_err());
+    assert!(!outside.path().join("1.json").exists());
+}
