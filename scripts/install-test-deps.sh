@@ -11,6 +11,9 @@ APT_PACKAGES+=(systemd)
 # The proxies and monitoring plugins the deploy/ examples are tested with (tests/tests/proxies.rs,
 # tests/tests/nagios.rs); curl for deploy/nginx/tenure-upstream-sync.sh.
 APT_PACKAGES+=(haproxy apache2 nginx monitoring-plugins-basic curl)
+# The fault campaign (scripts/chaos.sh, tests/tests/faultfs.rs): fusermount3 for the FUSE
+# fault filesystem, libfaketime for nodes started with their clock far off.
+APT_PACKAGES+=(fuse3 faketime)
 # The S3 tests run moto (PyPI) in a virtualenv (scripts/moto.sh): Debian's python3 and
 # python3-venv, only when the python3 on PATH cannot create one.
 if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then

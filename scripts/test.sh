@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, from a clean clone on a fresh machine:
 #   test deps -> cargo fmt --check -> clippy -D warnings -> build -> unit/simulation tests
-#   (parallel) -> end-to-end tests with real processes (one at a time).
+#   (parallel) -> end-to-end tests with real processes (one at a time) -> a short fault campaign.
 #
 # Environment:
 #   TENURE_TEST_RELEASE=1     test the release binary (default: the debug build)
@@ -84,3 +84,10 @@ step unit cargo test --no-fail-fast --workspace --exclude tenure-tests "${PROFIL
 # The harness's own tests (checker, observer, process control) and then the end-to-end tests,
 # one at a time: they are timing-sensitive and each starts several nodes.
 step e2e cargo test --no-fail-fast -p tenure-tests --lib --tests "${PROFILE_FLAG[@]+"${PROFILE_FLAG[@]}"}" -- --test-threads=1
+# A short randomized fault campaign on the directory store (docs/SAFETY.md; the long one is
+# `scripts/chaos.sh --trials 1000`): kill -9, SIGSTOP, storage hangs and errors through a FUSE
+# fault filesystem, clock offsets, restarts, switchovers. Any violation fails the run and
+# prints the trial's seed; TENURE_CHAOS_TRIALS / TENURE_CHAOS_S3_TRIALS override the counts.
+step chaos bash scripts/chaos.sh --trials "${TENURE_CHAOS_TRIALS:-80}"
+# The same on S3 (the moto started above), each node through its own fault proxy.
+step chaos-s3 bash scripts/chaos.sh --store s3 --trials "${TENURE_CHAOS_S3_TRIALS:-16}"

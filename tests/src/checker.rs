@@ -20,7 +20,7 @@ use crate::ms_since;
 use crate::observer::Sample;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// A proven breach of the single-master promise.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -311,6 +311,58 @@ impl History {
         v
     }
 
+    /// Every MASTER answer's epoch must be a term this node was granted: `holder_of(epoch)` is
+    /// the holder named by the store's record of that epoch (`epochs/<n>.json`), `None` when
+    /// there is no such record. One violation per (node, epoch) that does not match.
+    pub fn epoch_holder_violations(
+        &self,
+        holder_of: impl Fn(u64) -> Option<String>,
+    ) -> Vec<Violation> {
+        let mut seen: BTreeSet<(&str, u64)> = BTreeSet::new();
+        let mut v = Vec::new();
+        for s in self.samples.iter().filter(|s| s.is_master()) {
+            let Some(e) = s.epoch else {
+                v.push(self.violation(
+                    s.sent,
+                    format!("{} answered MASTER without an epoch", s.node),
+                ));
+                continue;
+            };
+            if !seen.insert((s.node.as_str(), e)) {
+                continue;
+            }
+            match holder_of(e) {
+                Some(h) if h == s.node => {}
+                other => v.push(self.violation(
+                    s.sent,
+                    format!(
+                        "{} answered MASTER with epoch {e} (first at +{}ms), but the store's record of epoch {e} names {}",
+                        s.node,
+                        self.rel(s.sent),
+                        other.map_or("no holder (no record)".to_string(), |h| format!("holder {h}"))
+                    ),
+                )),
+            }
+        }
+        v
+    }
+
+    /// The longest stretch after `from` in which no node is known to have answered MASTER, as
+    /// an upper bound: between consecutive MASTER answers (of any node), from the `sent` of one
+    /// to the `received` of the next. `None` when fewer than one MASTER answer follows `from`.
+    pub fn longest_no_master_after(&self, from: Instant) -> Option<Duration> {
+        let masters: Vec<&Sample> = self
+            .samples
+            .iter()
+            .filter(|s| s.is_master() && s.sent >= from)
+            .collect();
+        masters
+            .windows(2)
+            .map(|w| w[1].received.saturating_duration_since(w[0].sent))
+            .max()
+            .or_else(|| masters.first().map(|_| Duration::ZERO))
+    }
+
     fn violation(&self, at: Instant, message: String) -> Violation {
         Violation {
             at,
@@ -510,6 +562,31 @@ mod tests {
         s.one("b", 120, 5, "MASTER", Some(4));
         let v = s.history().violations();
         assert!(!v.iter().any(|x| x.message.contains("went back")), "{v:?}");
+    }
+
+    #[test]
+    fn epochs_must_name_the_node_that_answered_master() {
+        let mut s = Synth::new();
+        s.run("a", 0, 500, "MASTER", Some(1));
+        s.run("b", 600, 1000, "MASTER", Some(2));
+        let h = s.history();
+        let holder = |e: u64| match e {
+            1 => Some("a".to_string()),
+            2 => Some("a".to_string()),
+            _ => None,
+        };
+        let v = h.epoch_holder_violations(holder);
+        assert_eq!(v.len(), 1, "{v:?}");
+        assert!(
+            v[0].message.contains("b answered MASTER with epoch 2"),
+            "{v:?}"
+        );
+        assert!(h.epoch_holder_violations(|_| None).len() == 2);
+        // The longest gap: a's last answer sent at 490, b's first received at 602.
+        assert_eq!(
+            h.longest_no_master_after(h.origin),
+            Some(Duration::from_millis(112))
+        );
     }
 
     #[test]

@@ -15,6 +15,8 @@
 pub mod checker;
 pub mod cluster;
 pub mod expect;
+pub mod faultfs;
+pub mod faultfs_proxy;
 pub mod observer;
 pub mod s3;
 pub mod scenarios;
