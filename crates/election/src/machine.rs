@@ -268,6 +268,8 @@ pub struct Machine {
     /// Whether `epochs/` holds anything (None: not listed yet).
     epochs_nonempty: Option<bool>,
     max_epoch_file: u64,
+    /// The last epoch this instance allocated (see `reusable_epoch`).
+    allocated_epoch: Option<u64>,
     /// Don't take a released lease of this epoch at once (we released it ourselves).
     yielded_epoch: Option<u64>,
     /// A `--mode master` start: until this time, a change of a live lease means exit 1.
@@ -335,6 +337,7 @@ impl Machine {
             obs: None,
             max_epoch_seen: 0,
             max_lease_seen: (0, 0),
+            allocated_epoch: None,
             forged_records: 0,
             last_unreleased_seen: None,
             epochs_nonempty: None,
@@ -902,6 +905,18 @@ impl Machine {
                 Some(self.issue(now, Purpose::ListEpochs, Op::List(EPOCHS_PREFIX.into())))
             }
             Task::Take { reason } => {
+                if let Some(epoch) = self.reusable_epoch() {
+                    // Our earlier attempt allocated this epoch and no lease has used it: try
+                    // again with it rather than burning a new epoch file on every attempt.
+                    let record = self.fresh_lease(epoch, now);
+                    return self.task_op(
+                        now,
+                        Task::WriteLease {
+                            kind: WriteKind::Take { reason },
+                            record,
+                        },
+                    );
+                }
                 // Allocate the epoch: 1 + the highest known anywhere.
                 let lease_epoch = self
                     .obs
@@ -927,18 +942,7 @@ impl Machine {
                     previous_holder: prev.as_ref().map(|l| l.holder.clone()),
                     reason: reason.clone(),
                 };
-                let lease = LeaseRecord {
-                    format: FORMAT,
-                    cluster_id: self.cluster_id().to_string(),
-                    epoch,
-                    holder: self.cfg.name.clone(),
-                    instance_id: self.cfg.instance_id.clone(),
-                    renew_seq: 1,
-                    released: false,
-                    successor: None,
-                    holder_uri: self.cfg.uri.clone(),
-                    written_at_ms: now.wall_ms,
-                };
+                let lease = self.fresh_lease(epoch, now);
                 self.tasks.push_front(Task::WriteLease {
                     kind: WriteKind::Take { reason },
                     record: lease,
@@ -1499,6 +1503,7 @@ impl Machine {
             Ok(_) => {
                 self.max_epoch_file = self.max_epoch_file.max(epoch);
                 self.epochs_nonempty = Some(true);
+                self.allocated_epoch = Some(epoch);
             }
             Err(e) => {
                 // Conflict: another node allocated this epoch first, it is taking over. Unknown:
@@ -1713,9 +1718,39 @@ impl Machine {
         self.tasks.push_front(Task::Take {
             reason: reason.to_string(),
         });
-        if self.epochs_nonempty.is_none() || reason != "cold-start" {
+        if self.reusable_epoch().is_none()
+            && (self.epochs_nonempty.is_none() || reason != "cold-start")
+        {
             // Learn the highest allocated epoch before allocating the next.
             self.tasks.push_front(Task::ListEpochs);
+        }
+    }
+
+    /// An epoch this instance allocated (its `epochs/<n>.json` names us) that no lease carries
+    /// yet and that is still above every epoch seen: a failed take may retry with it. Epochs
+    /// stay unique to one instance and lease epochs still only grow.
+    fn reusable_epoch(&self) -> Option<u64> {
+        let lease_epoch = self
+            .obs
+            .as_ref()
+            .and_then(|o| o.lease.as_ref())
+            .map_or(0, |l| l.epoch);
+        self.allocated_epoch
+            .filter(|&e| e > lease_epoch.max(self.max_epoch_seen))
+    }
+
+    fn fresh_lease(&self, epoch: u64, now: Now) -> LeaseRecord {
+        LeaseRecord {
+            format: FORMAT,
+            cluster_id: self.cluster_id().to_string(),
+            epoch,
+            holder: self.cfg.name.clone(),
+            instance_id: self.cfg.instance_id.clone(),
+            renew_seq: 1,
+            released: false,
+            successor: None,
+            holder_uri: self.cfg.uri.clone(),
+            written_at_ms: now.wall_ms,
         }
     }
 
