@@ -23,7 +23,7 @@ use crate::records::{
     self, CLUSTER_KEY, ClusterRecord, EPOCHS_PREFIX, EpochRecord, FORMAT, HeartbeatRecord,
     LeaseRecord,
 };
-use crate::secret::Keyring;
+use crate::secret::{Keyring, Verified};
 use crate::snapshot::{BadRecord, LeaseView, NodeRow, Snapshot, Transition};
 use crate::types::{Mode, NodeState};
 use std::collections::{BTreeMap, VecDeque};
@@ -1085,19 +1085,14 @@ impl Machine {
                 self.pending_cluster = Some((rec, None));
                 self.next_round_at = now.mono;
             }
-            Ok(OpOutput::Read(ReadResult::Present(r))) => match records::open::<ClusterRecord>(self.keys(), CLUSTER_KEY, &r.bytes) {
-                Ok(c) => {
-                    let current_only = self.keys().map(Keyring::current_only);
-                    if let Some(k) = &current_only
-                        && records::open::<ClusterRecord>(Some(k), CLUSTER_KEY, &r.bytes).is_err()
-                    {
-                        self.log(Level::Info, format!("cluster.json is signed with the accepted key {}, not with the current key {}: re-signing it", self.keys().and_then(Keyring::accepted_id).unwrap_or("?"), k.current_id()));
-                        self.pending_cluster = Some((c, Some(r.version)));
-                        self.next_round_at = now.mono;
-                        return;
-                    }
-                    self.adopt_cluster(now, c)
+            Ok(OpOutput::Read(ReadResult::Present(r))) => match records::open_verified::<ClusterRecord>(self.keys(), CLUSTER_KEY, &r.bytes) {
+                Ok((c, Some(Verified::Accepted))) => {
+                    let keys = self.keys().expect("a verified record means a keyring");
+                    self.log(Level::Info, format!("cluster.json is signed with the accepted key {}, not with the current key {}: re-signing it", keys.accepted_id().unwrap_or("?"), keys.current_id()));
+                    self.pending_cluster = Some((c, Some(r.version)));
+                    self.next_round_at = now.mono;
                 }
+                Ok((c, _)) => self.adopt_cluster(now, c),
                 Err(OpenError::Unauthentic(e)) => {
                     self.alert(format!("cluster.json is not signed with this node's cluster secret ({e})"));
                     self.exit(

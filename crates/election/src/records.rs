@@ -2,7 +2,7 @@
 //! number and the cluster id; every write of the lease and of a heartbeat carries a counter
 //! and the instance id, so no two writes are byte-identical (an S3 ETag is the MD5 of the body).
 
-use crate::secret::Keyring;
+use crate::secret::{Keyring, Verified};
 use crate::types::{Mode, NodeState};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -168,8 +168,19 @@ pub fn open<T: DeserializeOwned>(
     key: &str,
     bytes: &[u8],
 ) -> Result<T, OpenError> {
+    open_verified(keys, key, bytes).map(|(rec, _)| rec)
+}
+
+/// [`open`], also saying which key the MAC verified with (`None` without a secret).
+pub fn open_verified<T: DeserializeOwned>(
+    keys: Option<&Keyring>,
+    key: &str,
+    bytes: &[u8],
+) -> Result<(T, Option<Verified>), OpenError> {
     let Some(keys) = keys else {
-        return parse(bytes).map_err(OpenError::Malformed);
+        return parse(bytes)
+            .map(|rec| (rec, None))
+            .map_err(OpenError::Malformed);
     };
     let mut value: Value = serde_json::from_slice(bytes)
         .map_err(|e| OpenError::Malformed(format!("not a tenure record: {e}")))?;
@@ -188,9 +199,12 @@ pub fn open<T: DeserializeOwned>(
         }
     };
     let canon = canonical(&value);
-    keys.verify("record", &[key.as_bytes(), &canon], &tag)
+    let verified = keys
+        .verify("record", &[key.as_bytes(), &canon], &tag)
         .map_err(OpenError::Unauthentic)?;
-    T::deserialize(value).map_err(|e| OpenError::Malformed(format!("not a tenure record: {e}")))
+    T::deserialize(value)
+        .map(|rec| (rec, Some(verified)))
+        .map_err(|e| OpenError::Malformed(format!("not a tenure record: {e}")))
 }
 
 /// JSON with object keys sorted at every level and no whitespace: the same bytes for the same
@@ -292,6 +306,28 @@ mod tests {
             open::<LeaseRecord>(Some(&k), "lease", b"\x00junk"),
             Err(OpenError::Malformed(_))
         ));
+    }
+
+    #[test]
+    fn open_verified_names_the_key() {
+        let old = keys(b"0123456789abcdef-old");
+        let rotating =
+            Keyring::new(b"0123456789abcdef-new", Some(b"0123456789abcdef-old")).unwrap();
+        let by_old = seal(Some(&old), "lease", &lease(1));
+        let by_new = seal(Some(&rotating), "lease", &lease(1));
+        let which = |b: &[u8]| {
+            open_verified::<LeaseRecord>(Some(&rotating), "lease", b)
+                .unwrap()
+                .1
+        };
+        assert_eq!(which(&by_old), Some(Verified::Accepted));
+        assert_eq!(which(&by_new), Some(Verified::Current));
+        assert_eq!(
+            open_verified::<LeaseRecord>(None, "lease", &by_new)
+                .unwrap()
+                .1,
+            None
+        );
     }
 
     #[test]

@@ -96,14 +96,6 @@ impl Keyring {
         Ok(Keyring { current, accepted })
     }
 
-    /// The same keyring without the extra accepted key.
-    pub fn current_only(&self) -> Keyring {
-        Keyring {
-            current: self.current.clone(),
-            accepted: None,
-        }
-    }
-
     /// Id of the signing key (safe to log).
     pub fn current_id(&self) -> &str {
         &self.current.id
