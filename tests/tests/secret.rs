@@ -6,8 +6,10 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
+use tenure_election::clock::wall_millis;
 use tenure_election::records::{self, LeaseRecord};
 use tenure_election::secret::Keyring;
+use tenure_http::nudge::{NUDGE_AUTH_HEADER, nudge_token};
 use tenure_persistence::{DirOptions, DirStore, LEASE_KEY, ReadResult, Store};
 use tenure_tests::cluster::NodeSpec;
 use tenure_tests::expect::{assert_kept_answering, expect_exit, settle_timeout, wait_log_contains};
@@ -299,7 +301,7 @@ fn secret_handling() {
     let post = |token: Option<String>| {
         let mut r = agent.post(&url);
         if let Some(t) = token {
-            r = r.header("X-Tenure-Nudge", &t);
+            r = r.header(NUDGE_AUTH_HEADER, &t);
         }
         match r.send_empty() {
             Ok(resp) => resp.status().as_u16(),
@@ -307,34 +309,21 @@ fn secret_handling() {
             Err(e) => panic!("{e}"),
         }
     };
-    let now_ms = || {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_millis() as i64
-    };
     let keys = Keyring::new(SECRET.as_bytes(), None).unwrap();
     let wrong = Keyring::new(OTHER.as_bytes(), None).unwrap();
     assert_eq!(post(None), 403);
     assert_eq!(
-        post(Some(tenure_http_token(&wrong, now_ms()))),
+        post(Some(nudge_token(&wrong, wall_millis()))),
         403,
         "wrong secret"
     );
     assert_eq!(
-        post(Some(tenure_http_token(&keys, now_ms() - 3_600_000))),
+        post(Some(nudge_token(&keys, wall_millis() - 3_600_000))),
         403,
         "an hour old"
     );
-    assert_eq!(post(Some(tenure_http_token(&keys, now_ms()))), 202);
+    assert_eq!(post(Some(nudge_token(&keys, wall_millis()))), 202);
     c.assert_safe();
-}
-
-/// The token format of crates/http/src/nudge.rs, rebuilt here from the keyring (the test
-/// crate does not link the HTTP crate).
-fn tenure_http_token(keys: &Keyring, ms: i64) -> String {
-    let ms = ms.to_string();
-    format!("{ms}.{}", keys.sign("nudge", &[ms.as_bytes()]))
 }
 
 fn refusal(t: &tenure_tests::Timing) -> Duration {
