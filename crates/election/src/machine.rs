@@ -895,6 +895,7 @@ impl Machine {
                     local_timestamp_ms: now.wall_ms,
                     epoch: self.master_epoch_at(now.mono),
                     switchover_request: self.switchover_request,
+                    poll_period_ms: Some(self.cfg.poll_period.as_millis() as u64),
                 };
                 let key = records::node_key(&self.cfg.name);
                 let bytes = self.seal(&key, &rec);
@@ -1776,7 +1777,7 @@ impl Machine {
         let mut better = 0;
         for (name, tr) in &self.nodes {
             if *name == self.cfg.name
-                || now >= tr.last_change + self.cfg.heartbeat_timeout
+                || !self.heard_lately(tr, now)
                 || Some(tr.record.instance_id.as_str()) == holder
             {
                 continue;
@@ -1801,6 +1802,21 @@ impl Machine {
             }
         }
         better
+    }
+
+    /// Whether a node still counts as a live candidate. Every node writes its record each of
+    /// its polls, so a record a scan found unchanged for three of the writer's poll periods
+    /// (at most T/2) belongs to a node that is dead or cut off, though T has not passed yet.
+    /// Without this, a node killed up to T ago (and seen late: scans run every few polls) kept
+    /// its rank and made the next-best standby wait one rank delay at a handover. Ranks order
+    /// candidates only; they never affect safety.
+    fn heard_lately(&self, tr: &Tracked, now: Nanos) -> bool {
+        let t = self.cfg.heartbeat_timeout;
+        let silence = match tr.record.poll_period_ms {
+            Some(ms) => (Duration::from_millis(ms).max(self.cfg.poll_period) * 3).min(t / 2),
+            None => t / 2,
+        };
+        now < tr.last_change + t && self.last_scan.is_none_or(|s| s < tr.last_change + silence)
     }
 
     fn promote(&mut self, now: Now, epoch: u64, deadline: Nanos, reason: String) {

@@ -107,6 +107,10 @@ pub struct HeartbeatRecord {
     /// A planned switchover: this node asks the holder of this epoch to hand over to it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub switchover_request: Option<u64>,
+    /// The writer's poll period (it writes this record that often), so others can tell a
+    /// silent node from a slow one. Absent in records of older versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub poll_period_ms: Option<u64>,
 }
 
 /// Parse a record (no secret configured: any MAC field is ignored).
