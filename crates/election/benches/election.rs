@@ -1,95 +1,31 @@
 //! What the election core costs, without I/O: `cargo bench -p tenure-election`.
 //!
-//! - `machine/*`: three nodes' state machines on simulated time against an in-memory store
-//!   that answers every storage call at once (as `tests/simulation.rs` drives them, without
-//!   faults or latency). `steady_poll_period` advances a settled cluster (one master renewing,
-//!   two standbys reading) by one poll period p: every node's round, the operations it issues
-//!   and their results. `first_master` starts a new cluster and runs it until a node is MASTER.
-//!   `failover` kills the master of a settled cluster and runs the survivors until one of them
-//!   is MASTER (T/p rounds of each survivor).
+//! - `machine/*`: three nodes' state machines on simulated time against
+//!   `tenure_persistence::MemoryStore` through `driver::execute`, every storage call answered
+//!   at once (as `tests/simulation.rs` drives them, without faults or latency); the figures
+//!   include that store's own work per call (key checks, locks, copies). `steady_poll_period`
+//!   advances a settled cluster (one master renewing, two standbys reading) by one poll period
+//!   p: every node's round, the operations it issues and their results. `first_master` starts
+//!   a new cluster and runs it until a node is MASTER. `failover` kills the master of a settled
+//!   cluster and runs the survivors until one of them is MASTER (T/p rounds of each survivor).
 //! - `records/*`: parsing and encoding the lease and heartbeat records as the nodes wrote them.
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use std::collections::BTreeMap;
 use std::hint::black_box;
 use std::time::Duration;
 use tenure_election::config::Config;
-use tenure_election::machine::{Event, Machine, Now, Op, OpOutput, OpResult};
+use tenure_election::driver::execute;
+use tenure_election::machine::{Event, Machine, Now};
 use tenure_election::records::{self, HeartbeatRecord, LeaseRecord};
 use tenure_election::{Mode, Nanos, NodeState};
-use tenure_persistence::{LEASE_KEY, ReadResult, Record, StoreError, Version};
+use tenure_persistence::{LEASE_KEY, MemoryStore, ReadResult, Store};
 
 const T: Duration = Duration::from_secs(2);
 const P: Duration = Duration::from_millis(200);
 
-/// A linearizable in-memory store; every write a new version.
-#[derive(Default, Clone)]
-struct MemStore {
-    map: BTreeMap<String, (Vec<u8>, u64)>,
-    counter: u64,
-}
-
-impl MemStore {
-    fn apply(&mut self, op: Op) -> OpResult {
-        let version = |n: u64| Version(format!("v{n}"));
-        let present = |b: &Vec<u8>, n: u64| {
-            ReadResult::Present(Record {
-                bytes: b.clone(),
-                version: version(n),
-                modified: None,
-            })
-        };
-        Ok(match op {
-            Op::Read(k) => OpOutput::Read(match self.map.get(&k) {
-                None => ReadResult::Absent,
-                Some((b, n)) => present(b, *n),
-            }),
-            Op::Create(k, b) => {
-                if self.map.contains_key(&k) {
-                    return Err(StoreError::Conflict(format!("{k} exists")));
-                }
-                self.counter += 1;
-                self.map.insert(k, (b, self.counter));
-                OpOutput::Written(version(self.counter))
-            }
-            Op::Replace(k, b, v) => match self.map.get(&k) {
-                Some((_, n)) if version(*n) == v => {
-                    self.counter += 1;
-                    self.map.insert(k, (b, self.counter));
-                    OpOutput::Written(version(self.counter))
-                }
-                _ => return Err(StoreError::Conflict(format!("{k} changed"))),
-            },
-            Op::Put(k, b) => {
-                self.counter += 1;
-                self.map.insert(k, (b, self.counter));
-                OpOutput::Written(version(self.counter))
-            }
-            Op::List(p) => OpOutput::Listed(
-                self.map
-                    .keys()
-                    .filter(|k| k.starts_with(p.as_str()) && k.as_str() != LEASE_KEY)
-                    .cloned()
-                    .collect(),
-            ),
-            Op::ScanNodes => OpOutput::Scanned(
-                self.map
-                    .iter()
-                    .filter(|(k, _)| k.starts_with("nodes/"))
-                    .map(|(k, (b, n))| (k.clone(), present(b, *n)))
-                    .collect(),
-            ),
-            Op::Delete(k) => {
-                self.map.remove(&k);
-                OpOutput::Deleted
-            }
-        })
-    }
-}
-
 /// Nodes on one simulated clock (no drift), each storage call answered at once.
 struct Cluster {
-    store: MemStore,
+    store: MemoryStore,
     nodes: Vec<Option<Machine>>,
     t: Nanos,
 }
@@ -125,7 +61,7 @@ impl Cluster {
     fn new(n: usize) -> Self {
         let t = Nanos(1_000_000_000);
         let mut c = Cluster {
-            store: MemStore::default(),
+            store: MemoryStore::new(),
             nodes: (0..n)
                 .map(|i| Some(Machine::new(config(i), now(t))))
                 .collect(),
@@ -156,7 +92,7 @@ impl Cluster {
             }
             match op {
                 Some(op) => {
-                    let r = self.store.apply(op);
+                    let r = execute(&self.store, op);
                     m.handle_op_result(n, r);
                 }
                 None => break,
@@ -250,15 +186,11 @@ fn machine(c: &mut Criterion) {
 
 fn record_bytes() -> (Vec<u8>, Vec<u8>) {
     let c = Cluster::settled(3);
-    let lease = c.store.map.get(LEASE_KEY).expect("a lease").0.clone();
-    let hb = c
-        .store
-        .map
-        .get(&records::node_key("node-1"))
-        .expect("a heartbeat")
-        .0
-        .clone();
-    (lease, hb)
+    let read = |key: &str| match c.store.read(key) {
+        Ok(ReadResult::Present(r)) => r.bytes,
+        other => panic!("{key}: {other:?}"),
+    };
+    (read(LEASE_KEY), read(&records::node_key("node-1")))
 }
 
 fn records_bench(c: &mut Criterion) {
