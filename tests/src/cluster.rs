@@ -2,14 +2,15 @@
 
 use crate::checker::History;
 use crate::observer::{Observer, Sample, query_state};
+use crate::spawn::{prepare, run_args};
 use crate::{STATE_PATH, STATES_PATH, Timing, dur_arg, tenure_bin, wait_until};
 use std::collections::HashSet;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::Write;
 use std::net::TcpListener;
-use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -106,25 +107,17 @@ pub fn exit_code(status: ExitStatus) -> i32 {
 impl Node {
     fn command_args(&self) -> Vec<String> {
         let s = &self.spec;
-        let mut a: Vec<String> = vec![
-            "run".into(),
-            "--node-name".into(),
-            s.name.clone(),
-            "--store".into(),
-            self.store.clone(),
-            "--bind".into(),
-            format!("127.0.0.1:{}", self.port),
-            "--node-uri".into(),
-            self.base_url(),
-            "--heartbeat-timeout".into(),
-            s.heartbeat_timeout
+        let mut a = run_args(
+            &s.name,
+            &self.store,
+            self.port,
+            &s.heartbeat_timeout
                 .clone()
                 .unwrap_or_else(|| dur_arg(self.timing.t)),
-            "--poll-period".into(),
-            s.poll_period
+            &s.poll_period
                 .clone()
                 .unwrap_or_else(|| dur_arg(self.timing.p)),
-        ];
+        );
         if let Some(m) = &s.mode {
             a.push("--mode".into());
             a.push(m.clone());
@@ -140,47 +133,15 @@ impl Node {
             self.label
         );
         let args = self.command_args();
-        let mut log = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log_path)
-            .expect("open node log");
-        let _ = writeln!(
-            log,
+        let banner = format!(
             "=== harness: starting {} {}",
             self.bin.display(),
             args.join(" ")
         );
-        let err = log.try_clone().expect("clone log handle");
         let mut cmd = Command::new(&self.bin);
-        cmd.args(&args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(log))
-            .stderr(Stdio::from(err));
-        // The node gets only the configuration this test gives it.
-        for (k, _) in std::env::vars_os() {
-            if k.to_string_lossy().starts_with("TENURE_") {
-                cmd.env_remove(k);
-            }
-        }
-        cmd.env("NO_COLOR", "1");
-        for (k, v) in self.store_env.iter().chain(&self.spec.env) {
-            cmd.env(k, v);
-        }
-        // SAFETY: prctl is async-signal-safe; it only asks the kernel to SIGKILL the child
-        // when the spawning thread dies, so nodes never outlive a killed test process.
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::prctl(
-                    libc::PR_SET_PDEATHSIG,
-                    libc::SIGKILL as libc::c_ulong,
-                    0,
-                    0,
-                    0,
-                );
-                Ok(())
-            });
-        }
+        cmd.args(&args);
+        let env = self.store_env.iter().chain(&self.spec.env);
+        prepare(&mut cmd, &self.log_path, &banner, env);
         self.started = Instant::now();
         let child = cmd
             .spawn()

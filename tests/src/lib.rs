@@ -20,6 +20,7 @@ pub mod faultfs_proxy;
 pub mod observer;
 pub mod s3;
 pub mod scenarios;
+pub mod spawn;
 
 pub use checker::{History, Onset, Violation};
 pub use cluster::{Cluster, Node, NodeSpec};

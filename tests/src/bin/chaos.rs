@@ -12,10 +12,10 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::Write as _;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -25,7 +25,8 @@ use tenure_persistence::moto;
 use tenure_tests::cluster::free_port;
 use tenure_tests::faultfs::{Fault, FaultFs, Mounted};
 use tenure_tests::faultfs_proxy::{FaultProxy, NetFault};
-use tenure_tests::{Observer, Sample, tenure_bin};
+use tenure_tests::spawn::{prepare, run_args};
+use tenure_tests::{Observer, Sample, dur_arg, tenure_bin};
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
@@ -426,24 +427,18 @@ impl Proc {
 
     fn spawn(&mut self, ctx: &Ctx) {
         assert!(self.child.is_none());
-        let mut args: Vec<String> = vec![
-            "run".into(),
-            "--node-name".into(),
-            self.name.clone(),
-            "--store".into(),
-            self.store.clone(),
-            "--bind".into(),
-            format!("127.0.0.1:{}", self.port),
-            "--node-uri".into(),
-            self.url(),
-            "--heartbeat-timeout".into(),
-            format!("{}ms", ctx.t.as_millis()),
-            "--poll-period".into(),
-            format!("{}ms", ctx.p.as_millis()),
+        let mut args = run_args(
+            &self.name,
+            &self.store,
+            self.port,
+            &dur_arg(ctx.t),
+            &dur_arg(ctx.p),
+        );
+        args.extend([
             "--users".into(),
             ctx.users.display().to_string(),
             "--public-state".into(),
-        ];
+        ]);
         let mut cmd = if self.read_only {
             // Its own mount namespace, where its mount of the store is remounted read-only;
             // `sh` execs the node, so the pid is the node's.
@@ -463,29 +458,11 @@ impl Proc {
             c.args(&args);
             c
         };
-        let mut log = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .expect("open node log");
-        let _ = writeln!(
-            log,
+        let banner = format!(
             "=== chaos: starting {} (clock {:?}, read-only {})",
             self.name, self.clock, self.read_only
         );
-        let err = log.try_clone().expect("clone log");
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::from(log))
-            .stderr(Stdio::from(err));
-        for (k, _) in std::env::vars_os() {
-            if k.to_string_lossy().starts_with("TENURE_") {
-                cmd.env_remove(k);
-            }
-        }
-        cmd.env("NO_COLOR", "1");
-        for (k, v) in &self.env {
-            cmd.env(k, v);
-        }
+        prepare(&mut cmd, &self.log, &banner, &self.env);
         if let Some((offset, fake_monotonic)) = &self.clock
             && let Some(lib) = &ctx.faketime
         {
@@ -496,20 +473,6 @@ impl Proc {
                     "FAKETIME_DONT_FAKE_MONOTONIC",
                     if *fake_monotonic { "0" } else { "1" },
                 );
-        }
-        // SAFETY: prctl in the child before exec: the node dies with the thread that spawned
-        // it (the trial's thread), so no node outlives the campaign.
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::prctl(
-                    libc::PR_SET_PDEATHSIG,
-                    libc::SIGKILL as libc::c_ulong,
-                    0,
-                    0,
-                    0,
-                );
-                Ok(())
-            });
         }
         self.child = Some(cmd.spawn().expect("spawn node"));
         self.stopped = false;
