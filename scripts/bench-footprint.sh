@@ -3,6 +3,7 @@
 # the binary's size, and the system calls each makes per poll on the directory store.
 #
 #   scripts/bench-footprint.sh [SECONDS] [--append]      (default 60 s, p = 1 s, T = 30 s)
+#   TENURE_BIN=/path/to/tenure scripts/bench-footprint.sh …   (another build, not rebuilt)
 #
 # CPU comes from /proc/<pid>/stat (utime + stime) over the window; syscalls from `strace -c -f`
 # attached to each process for a quarter of the window (strace slows the traced process, so
@@ -18,8 +19,11 @@ for a in "$@"; do
     esac
 done
 command -v strace >/dev/null || { echo "bench-footprint: needs strace (apt-get install strace)" >&2; exit 1; }
-cargo build --release -q -p tenure
-BIN=$PWD/target/release/tenure
+# TENURE_BIN=/path/to/tenure measures another build (e.g. another release profile) as is.
+if [ -z "${TENURE_BIN:-}" ]; then
+    cargo build --release -q -p tenure
+fi
+BIN=${TENURE_BIN:-$PWD/target/release/tenure}
 DIR=$(mktemp -d /tmp/tenure-footprint.XXXXXX)
 PIDS=()
 cleanup() {
@@ -94,7 +98,7 @@ SIZE=$(stat -c %s "$BIN")
 OUT=$(
     echo "$FOOT"
     echo
-    echo "Binary: \`target/release/tenure\` $(awk -v b="$SIZE" 'BEGIN {printf "%.1f", b/1048576}') MiB."
+    echo "Binary: \`$BIN\` $(awk -v b="$SIZE" 'BEGIN {printf "%.1f", b/1048576}') MiB."
     echo
     echo "$SYS"
 )

@@ -169,7 +169,7 @@ if [ "$APPEND" = 1 ]; then
         echo
         echo "### HTTP: tenure beside nginx serving the same bytes${LABEL:+, $LABEL} ($(date -u +%Y-%m-%d))"
         echo
-        echo "Machine: $(nproc) cores ($CPU), Linux $(uname -r); $NGINX_V (2 worker processes, access log off), $WRK_V (1 thread, $CONNS connections, ${SECS} s per run, loopback); load average (1, 5, 15 min) before: $UPTIME_BEFORE, after: $UPTIME_AFTER (a machine shared with other work)."
+        echo "Machine: $(nproc) cores ($CPU), Linux $(uname -r); $NGINX_V (2 worker processes, access log off), $WRK_V (1 thread, $CONNS connections, ${SECS} s per run, loopback); load average (1, 5, 15 min) before: $UPTIME_BEFORE, after: $UPTIME_AFTER."
         echo "Command: \`scripts/bench-http.sh $ROUNDS $SECS $CONNS${LABEL:+ --label '$LABEL'}${BIN_B:+ --compare BIN '$LABEL_B'} --append\` ($ROUNDS rounds, each endpoint on ${SERVERS[*]} in turn)."
         echo
         echo "$TABLE"

@@ -242,7 +242,7 @@ if [ "$APPEND" = 1 ]; then
         echo
         echo "### Crash failover beside etcd and Redis Sentinel, timeout $T ($(date -u +%Y-%m-%d))"
         echo
-        echo "Machine: $(nproc) cores ($CPU), $(free -g | awk '/Mem:/ {print $2}') GiB, Linux $(uname -r); store on $(df -T /tmp | awk 'NR==2 {print $2}'); load average (1, 5, 15 min) before: $UPTIME_BEFORE, after: $UPTIME_AFTER (a machine shared with other work)."
+        echo "Machine: $(nproc) cores ($CPU), $(free -g | awk '/Mem:/ {print $2}') GiB, Linux $(uname -r); store on $(df -T /tmp | awk 'NR==2 {print $2}'); load average (1, 5, 15 min) before: $UPTIME_BEFORE, after: $UPTIME_AFTER."
         echo "Command: \`scripts/bench-peers.sh $RUNS $T $P --only $ONLY --append\` (runs interleaved: one of each system in turn)."
         echo
         echo "$TABLE"

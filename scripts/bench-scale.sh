@@ -205,7 +205,7 @@ if [ "$APPEND" = 1 ]; then
         echo
         echo "### Scale: nodes on one directory, T = $T, p = $P ($(date -u +%Y-%m-%d))"
         echo
-        echo "Machine: $(nproc) cores ($CPU), $(free -g | awk '/Mem:/ {print $2}') GiB, Linux $(uname -r); store on $(df -T /tmp | awk 'NR==2 {print $2}'); every node on this machine; load average (1, 5, 15 min) before: $UPTIME_BEFORE, after: $UPTIME_AFTER (a machine shared with other work)."
+        echo "Machine: $(nproc) cores ($CPU), $(free -g | awk '/Mem:/ {print $2}') GiB, Linux $(uname -r); store on $(df -T /tmp | awk 'NR==2 {print $2}'); every node on this machine; load average (1, 5, 15 min) before: $UPTIME_BEFORE, after: $UPTIME_AFTER."
         echo "Command: \`scripts/bench-scale.sh $SIZES $RUNS $T $P --append\` (CPU over a ${WINDOW} s window of the settled cluster; /ha/states: 50 requests to the master over one kept-alive connection)."
         echo
         echo "$TABLE"
