@@ -247,7 +247,7 @@ impl ApiState {
 
 /// The API's routes, for `/v1/server/ha/…`, `/ha/…` and `/metrics`. Each route is registered
 /// under both prefixes rather than `nest`ed: a nested router costs a second dispatch and a URI
-/// rewrite per request (about 3 % of the CPU of `/ha/state`, docs/BENCHMARKS.md).
+/// rewrite per request (flat: +8 % requests/s, docs/BENCHMARKS.md).
 pub fn router(state: ApiState) -> Router {
     let mut r = Router::new();
     for prefix in ["/v1/server/ha", "/ha"] {
