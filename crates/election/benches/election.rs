@@ -17,7 +17,7 @@ use tenure_election::config::Config;
 use tenure_election::driver::execute;
 use tenure_election::machine::{Event, Machine, Now};
 use tenure_election::records::{self, HeartbeatRecord, LeaseRecord};
-use tenure_election::{Mode, Nanos, NodeState};
+use tenure_election::{Nanos, NodeState};
 use tenure_persistence::{LEASE_KEY, MemoryStore, ReadResult, Store};
 
 const T: Duration = Duration::from_secs(2);
@@ -39,21 +39,14 @@ fn now(t: Nanos) -> Now {
 
 fn config(i: usize) -> Config {
     Config {
-        name: format!("node-{i}"),
-        instance_id: format!("node-{i}-1"),
-        uri: format!("sim://{i}"),
-        mode: Mode::Auto,
-        heartbeat_timeout: T,
-        poll_period: P,
-        renew_deadline: Config::default_renew_deadline(T),
-        demote_grace: Config::default_demote_grace(T),
-        storage_timeout: Config::default_storage_timeout(P),
-        clock_drift_ppm: 10_000,
-        priority: 0,
-        app_version: None,
         allow_no_master: true,
-        new_cluster_id: "bench".into(),
-        keys: None,
+        ..Config::with_defaults(
+            format!("node-{i}"),
+            format!("node-{i}-1"),
+            format!("sim://{i}"),
+            T,
+            P,
+        )
     }
 }
 

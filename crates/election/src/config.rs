@@ -37,6 +37,35 @@ pub struct Config {
 }
 
 impl Config {
+    /// A node in mode auto with DESIGN.md's defaults derived from T and p (D, G, the storage
+    /// timeout, ρ = 1 %), priority 0, no application version and no secret; change the rest
+    /// with struct update syntax.
+    pub fn with_defaults(
+        name: impl Into<String>,
+        instance_id: impl Into<String>,
+        uri: impl Into<String>,
+        t: Duration,
+        p: Duration,
+    ) -> Config {
+        Config {
+            name: name.into(),
+            instance_id: instance_id.into(),
+            uri: uri.into(),
+            mode: Mode::Auto,
+            heartbeat_timeout: t,
+            poll_period: p,
+            renew_deadline: Config::default_renew_deadline(t),
+            demote_grace: Config::default_demote_grace(t),
+            storage_timeout: Config::default_storage_timeout(p),
+            clock_drift_ppm: 10_000,
+            priority: 0,
+            app_version: None,
+            allow_no_master: false,
+            new_cluster_id: "cluster".into(),
+            keys: None,
+        }
+    }
+
     /// Defaults derived from T as DESIGN.md states them: D = 2/3 T, G = T/6.
     pub fn default_renew_deadline(t: Duration) -> Duration {
         t * 2 / 3
@@ -121,21 +150,15 @@ mod tests {
 
     fn cfg(t: u64, p: u64, d: u64, g: u64) -> Config {
         Config {
-            name: "a".into(),
-            instance_id: "i".into(),
-            uri: "http://127.0.0.1:1".into(),
-            mode: Mode::Auto,
-            heartbeat_timeout: Duration::from_millis(t),
-            poll_period: Duration::from_millis(p),
             renew_deadline: Duration::from_millis(d),
             demote_grace: Duration::from_millis(g),
-            storage_timeout: Config::default_storage_timeout(Duration::from_millis(p)),
-            clock_drift_ppm: 10_000,
-            priority: 0,
-            app_version: None,
-            allow_no_master: false,
-            new_cluster_id: "c".into(),
-            keys: None,
+            ..Config::with_defaults(
+                "a",
+                "i",
+                "http://127.0.0.1:1",
+                Duration::from_millis(t),
+                Duration::from_millis(p),
+            )
         }
     }
 

@@ -12,7 +12,7 @@ use tenure_election::config::Config;
 use tenure_election::driver::{Driver, Exit, HookEvent, Hooks, Peers};
 use tenure_election::machine::{Machine, Now};
 use tenure_election::records::LeaseRecord;
-use tenure_election::{Command, Mode, NodeState, Snapshot, clock};
+use tenure_election::{Command, NodeState, Snapshot, clock};
 use tenure_persistence::{LEASE_KEY, MemoryStore, ReadResult, Store, StoreError, Version};
 use tokio::sync::{mpsc, watch};
 
@@ -122,23 +122,13 @@ impl Node {
 }
 
 fn start(name: &str, store: &MemoryStore, bus: &Bus, hooks: Arc<dyn Hooks>) -> Node {
-    let cfg = Config {
-        name: name.into(),
-        instance_id: format!("{name}-{}", clock::now().0),
-        uri: format!("mem://{name}"),
-        mode: Mode::Auto,
-        heartbeat_timeout: T,
-        poll_period: P,
-        renew_deadline: Config::default_renew_deadline(T),
-        demote_grace: Config::default_demote_grace(T),
-        storage_timeout: Config::default_storage_timeout(P),
-        clock_drift_ppm: 10_000,
-        priority: 0,
-        app_version: None,
-        allow_no_master: false,
-        new_cluster_id: "cluster".into(),
-        keys: None,
-    };
+    let cfg = Config::with_defaults(
+        name,
+        format!("{name}-{}", clock::now().0),
+        format!("mem://{name}"),
+        T,
+        P,
+    );
     cfg.validate_timings().unwrap();
     let hang = Arc::new(AtomicBool::new(false));
     let node_store: Arc<dyn Store> = Arc::new(NodeStore {

@@ -7,31 +7,19 @@ use tenure_election::config::Config;
 use tenure_election::driver::execute;
 use tenure_election::machine::{Machine, Now, Op};
 use tenure_election::records::{self, ClusterRecord, LeaseRecord};
-use tenure_election::{Mode, Nanos, Snapshot};
+use tenure_election::{Nanos, Snapshot};
 use tenure_persistence::{LEASE_KEY, MemoryStore, Store, StoreError};
 
 const MS: u64 = 1_000_000;
 
 fn cfg() -> Config {
-    let t = Duration::from_secs(1);
-    let p = Duration::from_millis(100);
-    Config {
-        name: "b".into(),
-        instance_id: "b-1".into(),
-        uri: "http://127.0.0.1:2".into(),
-        mode: Mode::Auto,
-        heartbeat_timeout: t,
-        poll_period: p,
-        renew_deadline: Config::default_renew_deadline(t),
-        demote_grace: Config::default_demote_grace(t),
-        storage_timeout: Config::default_storage_timeout(p),
-        clock_drift_ppm: 10_000,
-        priority: 0,
-        app_version: None,
-        allow_no_master: false,
-        new_cluster_id: "c".into(),
-        keys: None,
-    }
+    Config::with_defaults(
+        "b",
+        "b-1",
+        "http://127.0.0.1:2",
+        Duration::from_secs(1),
+        Duration::from_millis(100),
+    )
 }
 
 /// Runs the machine against `store` from `from` to `until` (ms), failing every lease write

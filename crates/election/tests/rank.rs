@@ -9,7 +9,7 @@ use std::time::Duration;
 use tenure_election::config::Config;
 use tenure_election::driver::execute;
 use tenure_election::machine::{Event, Machine, Now, Request};
-use tenure_election::{Mode, Nanos, NodeState};
+use tenure_election::{Nanos, NodeState};
 use tenure_persistence::MemoryStore;
 
 const MS: u64 = 1_000_000;
@@ -52,21 +52,8 @@ impl Cluster {
     /// Starts a node now.
     fn add(&mut self, name: &'static str, priority: i64) {
         let cfg = Config {
-            name: name.into(),
-            instance_id: format!("{name}-1"),
-            uri: uri(name),
-            mode: Mode::Auto,
-            heartbeat_timeout: T,
-            poll_period: P,
-            renew_deadline: Config::default_renew_deadline(T),
-            demote_grace: Config::default_demote_grace(T),
-            storage_timeout: Config::default_storage_timeout(P),
-            clock_drift_ppm: 10_000,
             priority,
-            app_version: None,
-            allow_no_master: false,
-            new_cluster_id: "c".into(),
-            keys: None,
+            ..Config::with_defaults(name, format!("{name}-1"), uri(name), T, P)
         };
         self.nodes.push(Node {
             name,
