@@ -65,6 +65,12 @@ pub fn prepare<'a>(
     for (k, v) in env {
         cmd.env(k, v);
     }
+    die_with_spawner(cmd);
+}
+
+/// Makes the kernel SIGKILL the process `cmd` starts when the thread that spawns it dies, so
+/// nothing a test starts outlives a killed test.
+pub fn die_with_spawner(cmd: &mut Command) {
     // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
     unsafe {
         cmd.pre_exec(|| {

@@ -21,7 +21,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use tenure_tests::cluster::free_port;
 use tenure_tests::expect::settle_timeout;
-use tenure_tests::{Cluster, NodeSpec, Timing, serial, wait_for, wait_until, workspace_root};
+use tenure_tests::{
+    Cluster, NodeSpec, Timing, serial, spawn, wait_for, wait_until, workspace_root,
+};
 
 const THREE: [&str; 3] = ["node-a", "node-b", "node-c"];
 
@@ -71,19 +73,7 @@ impl Daemon {
             .stdout(Stdio::from(out))
             .stderr(Stdio::from(err))
             .process_group(0);
-        // SAFETY: prctl is async-signal-safe; the child dies with the test process.
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::prctl(
-                    libc::PR_SET_PDEATHSIG,
-                    libc::SIGKILL as libc::c_ulong,
-                    0,
-                    0,
-                    0,
-                );
-                Ok(())
-            });
-        }
+        spawn::die_with_spawner(cmd);
         let child = cmd.spawn().unwrap_or_else(|e| {
             panic!("cannot start {what} ({cmd:?}): {e}; run scripts/install-test-deps.sh")
         });
