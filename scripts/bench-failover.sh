@@ -10,6 +10,7 @@
 # --append, the table and the machine it ran on are appended to docs/BENCHMARKS.md.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+source scripts/bench-lib.sh
 APPEND=0
 STORE=dir
 ARGS=()
@@ -38,7 +39,6 @@ TABLE=$(target/debug/bench_failover "$RUNS" "$T" "$P" "$STORE")
 echo "$TABLE"
 
 if [ "$APPEND" = 1 ]; then
-    CPU=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')
     {
         echo
         if [ "$STORE" = s3 ]; then
@@ -46,11 +46,11 @@ if [ "$APPEND" = 1 ]; then
             WHERE="store: a bucket on moto, a Python S3 server on the same machine (storage timeout = p)"
         else
             WHAT="directory store"
-            WHERE="store on $(df -T /tmp | awk 'NR==2 {print $2}')"
+            WHERE="store on $(bench_store_fs)"
         fi
         echo "### Failover and handover, $WHAT, T = $T, p = $P ($(date -u +%Y-%m-%d))"
         echo
-        echo "Machine: $(nproc) cores ($CPU), $(free -g | awk '/Mem:/ {print $2}') GiB, Linux $(uname -r); $WHERE."
+        echo "Machine: $(bench_machine); $WHERE."
         echo "Command: \`scripts/bench-failover.sh $RUNS $T $P --store $STORE --append\`"
         echo
         echo "$TABLE"

@@ -10,6 +10,7 @@
 # CPU is measured before attaching it).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+source scripts/bench-lib.sh
 APPEND=0
 SECS=60
 for a in "$@"; do
@@ -104,12 +105,11 @@ OUT=$(
 )
 echo "$OUT"
 if [ "$APPEND" = 1 ]; then
-    CPU=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')
     {
         echo
         echo "### Idle footprint and syscalls per poll, directory store, T = 30 s, p = 1 s ($(date -u +%Y-%m-%d))"
         echo
-        echo "Machine: $(nproc) cores ($CPU), Linux $(uname -r); store on $(df -T /tmp | awk 'NR==2 {print $2}')."
+        echo "Machine: $(bench_machine); store on $(bench_store_fs)."
         echo "Command: \`scripts/bench-footprint.sh $SECS --append\` (two nodes, ${SECS} s window; syscalls by \`strace -c -f\`, which counts every thread, the HTTP and I/O threads included)."
         echo
         echo "$OUT"

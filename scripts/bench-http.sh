@@ -16,6 +16,7 @@
 # same rounds (tenure, the other build, nginx, …), and adds its rows.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+source scripts/bench-lib.sh
 APPEND=0
 LABEL=""
 BIN_B=""
@@ -164,12 +165,11 @@ echo "$TABLE"
 echo "$NOTE"
 echo "load average before: $UPTIME_BEFORE; after: $UPTIME_AFTER"
 if [ "$APPEND" = 1 ]; then
-    CPU=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')
     {
         echo
         echo "### HTTP: tenure beside nginx serving the same bytes${LABEL:+, $LABEL} ($(date -u +%Y-%m-%d))"
         echo
-        echo "Machine: $(nproc) cores ($CPU), Linux $(uname -r); $NGINX_V (2 worker processes, access log off), $WRK_V (1 thread, $CONNS connections, ${SECS} s per run, loopback); load average (1, 5, 15 min) before: $UPTIME_BEFORE, after: $UPTIME_AFTER."
+        echo "Machine: $(bench_machine); $NGINX_V (2 worker processes, access log off), $WRK_V (1 thread, $CONNS connections, ${SECS} s per run, loopback); load average (1, 5, 15 min) before: $UPTIME_BEFORE, after: $UPTIME_AFTER."
         echo "Command: \`scripts/bench-http.sh $ROUNDS $SECS $CONNS${LABEL:+ --label '$LABEL'}${BIN_B:+ --compare BIN '$LABEL_B'} --append\` ($ROUNDS rounds, each endpoint on ${SERVERS[*]} in turn)."
         echo
         echo "$TABLE"

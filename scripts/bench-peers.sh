@@ -19,6 +19,7 @@
 # (scripts/install-bench-deps.sh). TENURE_BIN=/path/to/tenure skips the cargo build.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+source scripts/bench-lib.sh
 APPEND=0
 ONLY=tenure,etcd,sentinel
 ARGS=()
@@ -237,12 +238,11 @@ UPTIME_AFTER=$(uptime | sed 's/.*load average: //')
 echo "$TABLE"
 echo "load average before: $UPTIME_BEFORE; after: $UPTIME_AFTER"
 if [ "$APPEND" = 1 ]; then
-    CPU=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')
     {
         echo
         echo "### Crash failover beside etcd and Redis Sentinel, timeout $T ($(date -u +%Y-%m-%d))"
         echo
-        echo "Machine: $(nproc) cores ($CPU), $(free -g | awk '/Mem:/ {print $2}') GiB, Linux $(uname -r); store on $(df -T /tmp | awk 'NR==2 {print $2}'); load average (1, 5, 15 min) before: $UPTIME_BEFORE, after: $UPTIME_AFTER."
+        echo "Machine: $(bench_machine); store on $(bench_store_fs); load average (1, 5, 15 min) before: $UPTIME_BEFORE, after: $UPTIME_AFTER."
         echo "Command: \`scripts/bench-peers.sh $RUNS $T $P --only $ONLY --append\` (runs interleaved: one of each system in turn)."
         echo
         echo "$TABLE"

@@ -10,6 +10,7 @@
 # Needs haproxy, apache2, nginx (scripts/install-test-deps.sh installs them).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+source scripts/bench-lib.sh
 APPEND=0
 RUNS=5
 for a in "$@"; do
@@ -40,12 +41,11 @@ TABLE=$(sort -k1,1 -k2,2n "$OUT" | awk '
 echo "$TABLE"
 
 if [ "$APPEND" = 1 ]; then
-    CPU=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')
     {
         echo
         echo "### Proxy switch after kill -9, T = 2s, p = 200ms ($(date -u +%Y-%m-%d))"
         echo
-        echo "Machine: $(nproc) cores ($CPU), $(free -g | awk '/Mem:/ {print $2}') GiB, Linux $(uname -r);"
+        echo "Machine: $(bench_machine);"
         echo "$(haproxy -v | head -1 | cut -d' ' -f1-3), $(apache2 -v | head -1 | cut -d' ' -f3), $(nginx -v 2>&1 | cut -d' ' -f3)."
         echo "Command: \`scripts/bench-proxies.sh $RUNS --append\`"
         echo

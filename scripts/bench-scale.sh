@@ -12,6 +12,7 @@
 # TENURE_BIN=/path/to/tenure skips the cargo build.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+source scripts/bench-lib.sh
 APPEND=0
 ARGS=()
 for a in "$@"; do
@@ -200,12 +201,11 @@ UPTIME_AFTER=$(uptime | sed 's/.*load average: //')
 echo "$TABLE"
 echo "load average before: $UPTIME_BEFORE; after: $UPTIME_AFTER"
 if [ "$APPEND" = 1 ]; then
-    CPU=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')
     {
         echo
         echo "### Scale: nodes on one directory, T = $T, p = $P ($(date -u +%Y-%m-%d))"
         echo
-        echo "Machine: $(nproc) cores ($CPU), $(free -g | awk '/Mem:/ {print $2}') GiB, Linux $(uname -r); store on $(df -T /tmp | awk 'NR==2 {print $2}'); every node on this machine; load average (1, 5, 15 min) before: $UPTIME_BEFORE, after: $UPTIME_AFTER."
+        echo "Machine: $(bench_machine); store on $(bench_store_fs); every node on this machine; load average (1, 5, 15 min) before: $UPTIME_BEFORE, after: $UPTIME_AFTER."
         echo "Command: \`scripts/bench-scale.sh $SIZES $RUNS $T $P --append\` (CPU over a ${WINDOW} s window of the settled cluster; /ha/states: 50 requests to the master over one kept-alive connection)."
         echo
         echo "$TABLE"
