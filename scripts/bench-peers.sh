@@ -91,6 +91,7 @@ def tenure_state(port):
 
 def run_tenure(i):
     d = os.path.join(TMP, f"tenure{i}"); os.makedirs(d)
+    os.mkdir(os.path.join(d, "store"), 0o700)  # tenure never creates a store root
     ports, procs = [free_port(), free_port()], []
     for n, port in zip("ab", ports):
         log = open(os.path.join(d, f"{n}.log"), "w")

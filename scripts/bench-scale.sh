@@ -82,6 +82,7 @@ def ticks(pid):
 def one_size(n, runs):
     d = tempfile.mkdtemp(prefix=f"tenure-scale{n}.")
     store = os.path.join(d, "store")
+    os.mkdir(store, 0o700)  # tenure never creates a store root
     ports = free_ports(n)
     procs = [None] * n
     def launch(i):

@@ -44,13 +44,11 @@ fi
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 case $TARGET_DIR in /*) ;; *) TARGET_DIR=$ROOT/$TARGET_DIR ;; esac
 
-# The binary under test: $TENURE_BIN as given (not rebuilt), else the one built here.
-if [ -n "${TENURE_BIN:-}" ]; then
-    cargo build -q -p tenure-tests --bin chaos "${PROFILE_FLAG[@]+"${PROFILE_FLAG[@]}"}"
-else
-    cargo build -q -p tenure -p tenure-tests --bin tenure --bin chaos "${PROFILE_FLAG[@]+"${PROFILE_FLAG[@]}"}"
-    TENURE_BIN=$TARGET_DIR/$PROFILE_DIR/tenure
-fi
+# The binary under test: $TENURE_BIN as given, else the one built here. The build selects the
+# whole workspace with all targets, as scripts/test.sh does, so that it reuses test.sh's build
+# (cargo resolves features per selection: `-p tenure-tests` alone would rebuild dependencies).
+cargo build -q --workspace --all-targets "${PROFILE_FLAG[@]+"${PROFILE_FLAG[@]}"}"
+TENURE_BIN=${TENURE_BIN:-$TARGET_DIR/$PROFILE_DIR/tenure}
 export TENURE_BIN
 CHAOS=$TARGET_DIR/$PROFILE_DIR/chaos
 

@@ -14,6 +14,8 @@ APT_PACKAGES+=(haproxy apache2 nginx monitoring-plugins-basic curl)
 # The fault campaign (scripts/chaos.sh, tests/tests/faultfs.rs): fusermount3 for the FUSE
 # fault filesystem, libfaketime for nodes started with their clock far off.
 APT_PACKAGES+=(fuse3 faketime)
+# scripts/test.sh lists the test binaries from cargo's JSON messages.
+APT_PACKAGES+=(jq)
 # The S3 tests run moto (PyPI) in a virtualenv (scripts/moto.sh): Debian's python3 and
 # python3-venv, only when the python3 on PATH cannot create one.
 if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
@@ -49,6 +51,19 @@ if ((${#missing[@]})); then
     echo "install-test-deps: installing ${missing[*]}"
     $SUDO apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+    # The tests run haproxy, apache2 and nginx as their own processes with their own
+    # configuration, never as services: the ones this script just installed are stopped and
+    # disabled again (a service installed before is the operator's and left as it was).
+    if command -v systemctl >/dev/null 2>&1; then
+        for pkg in "${missing[@]}"; do
+            case $pkg in haproxy | apache2 | nginx)
+                $SUDO systemctl stop "$pkg.service" >/dev/null 2>&1 || true
+                $SUDO systemctl disable "$pkg.service" >/dev/null 2>&1 || true
+                echo "install-test-deps: $pkg.service stopped and disabled (the tests run their own)"
+                ;;
+            esac
+        done
+    fi
 fi
 
 # moto, pinned, into a virtualenv outside the repository (idempotent: a no-op once installed).

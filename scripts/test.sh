@@ -77,13 +77,49 @@ export TENURE_BIN=$TARGET_DIR/$PROFILE_DIR/tenure
 [ -x "$TENURE_BIN" ] || { echo "no binary at $TENURE_BIN after the build" >&2; exit 1; }
 echo "TENURE_BIN=$TENURE_BIN"
 
-# Unit and simulation tests of the product crates, in parallel. The simulation runs this many
-# seeds per scenario (three scenarios); TENURE_SIM_SEEDS overrides it.
+# The test binaries, as one `cargo test --workspace --no-run` lists them. Every cargo command
+# of this script selects the whole workspace (`--workspace`), so every dependency is built once,
+# with one feature set: cargo unifies features over the packages an invocation selects, and
+# `-p tenure-tests` or `--exclude tenure-tests` each rebuilt 30-40 crates with other features.
+# The binaries are then run directly (as cargo would: from their package's directory).
+TEST_LIST=$TARGET_DIR/tenure-test-binaries.tsv
+list_tests() {
+    cargo test --workspace --no-run --message-format=json "${PROFILE_FLAG[@]+"${PROFILE_FLAG[@]}"}" |
+        jq -r 'select(.reason == "compiler-artifact" and .executable != null and .profile.test)
+               | [.target.name, .manifest_path, .executable] | @tsv' >"$TEST_LIST"
+    echo "$(wc -l <"$TEST_LIST") test binaries"
+}
+step list list_tests
+
+# Runs the test binaries of one group (unit: the product crates; e2e: the tenure-tests
+# package), every one even after a failure, and fails at the end naming those that failed.
+# Extra arguments go to each binary (libtest's own, e.g. --test-threads=1).
+run_tests() {
+    local group=$1 name manifest exe failed=() n=0
+    shift
+    while IFS=$'\t' read -r name manifest exe; do
+        case $manifest in "$ROOT/tests/Cargo.toml") [ "$group" = e2e ] || continue ;;
+        *) [ "$group" = unit ] || continue ;; esac
+        n=$((n + 1))
+        echo "     Running $name (${exe#"$ROOT"/})"
+        (cd "$(dirname "$manifest")" && "$exe" "$@") || failed+=("$name")
+    done <"$TEST_LIST"
+    ((n > 0)) || { echo "no $group test binaries in $TEST_LIST" >&2; return 1; }
+    if ((${#failed[@]})); then
+        echo "$group: ${#failed[@]} of $n test binaries failed: ${failed[*]}" >&2
+        return 1
+    fi
+    echo "$group: all $n test binaries passed"
+}
+
+# Unit and simulation tests of the product crates, each binary's tests in parallel. The
+# simulation runs this many seeds per scenario; TENURE_SIM_SEEDS overrides it.
 export TENURE_SIM_SEEDS=${TENURE_SIM_SEEDS:-3000}
-step unit cargo test --no-fail-fast --workspace --exclude tenure-tests "${PROFILE_FLAG[@]+"${PROFILE_FLAG[@]}"}"
+step unit run_tests unit
+step doc cargo test --workspace --doc "${PROFILE_FLAG[@]+"${PROFILE_FLAG[@]}"}"
 # The harness's own tests (checker, observer, process control) and then the end-to-end tests,
 # one at a time: they are timing-sensitive and each starts several nodes.
-step e2e cargo test --no-fail-fast -p tenure-tests --lib --tests "${PROFILE_FLAG[@]+"${PROFILE_FLAG[@]}"}" -- --test-threads=1
+step e2e run_tests e2e --test-threads=1
 # A short randomized fault campaign on the directory store (docs/SAFETY.md; the long one is
 # `scripts/chaos.sh --trials 1000`): kill -9, SIGSTOP, storage hangs and errors through a FUSE
 # fault filesystem, clock offsets, restarts, switchovers. Any violation fails the run and

@@ -69,7 +69,7 @@ fn moto_bucket(tag: &str) -> Option<(String, String)> {
 fn doctor_passes_on_moto_and_on_a_directory() {
     let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
-    let store = dir.path().join("store");
+    let store = private_dir(&dir.path().join("store"));
     let (out, _) = tenure(
         &["doctor", "--store", store.to_str().unwrap()],
         &[],
@@ -89,11 +89,8 @@ fn doctor_passes_on_moto_and_on_a_directory() {
     ] {
         assert!(stdout.contains(line), "missing {line:?} in:\n{stdout}");
     }
-    // It leaves no records behind: what is left is what opening a store creates.
-    assert_eq!(
-        walk(&store),
-        ["epochs", "lease.lock", "nodes"].map(|f| format!("{}/{f}", store.display()))
-    );
+    // It writes only under probe/ and removes it: a store no node has used stays empty.
+    assert_eq!(walk(&store), Vec::<String>::new());
 
     let Some((endpoint, bucket)) = moto_bucket("doctor") else {
         return;
@@ -118,6 +115,75 @@ fn doctor_passes_on_moto_and_on_a_directory() {
         assert!(stdout.contains(line), "missing {line:?} in:\n{stdout}");
     }
     assert!(!stdout.contains('✗'), "{stdout}");
+}
+
+/// `path` created with mode 0700, as an operator creates a store directory.
+fn private_dir(path: &std::path::Path) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir(path).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700)).unwrap();
+    path.to_path_buf()
+}
+
+/// A store root that does not exist (a typo, an NFS mount not mounted yet) is refused by `run`
+/// and by `doctor` with the fix, and neither creates it or any parent.
+#[test]
+fn a_missing_store_root_is_refused_and_never_created() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("nonexistent").join("deeper").join("store");
+    let store_arg = store.to_str().unwrap();
+    for store_arg in [store_arg.to_string(), format!("file://{store_arg}")] {
+        let (out, _) = tenure(
+            &[
+                "run",
+                "--node-name",
+                "node-a",
+                "--store",
+                &store_arg,
+                "--bind",
+                "127.0.0.1:0",
+                "--poll-period",
+                "200ms",
+                "--heartbeat-timeout",
+                "2s",
+            ],
+            &[],
+            Duration::from_secs(30),
+        );
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(
+            stderr.contains(store.to_str().unwrap())
+                && stderr.contains("does not exist")
+                && stderr.contains("mount")
+                && stderr.contains("mkdir -m 0700"),
+            "{stderr}"
+        );
+        assert!(!stderr.contains("MASTER"), "{stderr}");
+        assert_eq!(
+            walk(dir.path()),
+            Vec::<String>::new(),
+            "run created nothing"
+        );
+
+        let (out, _) = tenure(
+            &["doctor", "--store", &store_arg],
+            &[],
+            Duration::from_secs(30),
+        );
+        let stdout = text(&out.stdout);
+        assert_eq!(out.status.code(), Some(1), "{stdout}");
+        assert!(
+            stdout.contains("✗ cannot use store") && stdout.contains("does not exist"),
+            "{stdout}"
+        );
+        assert_eq!(
+            walk(dir.path()),
+            Vec::<String>::new(),
+            "doctor created nothing"
+        );
+    }
 }
 
 fn walk(root: &std::path::Path) -> Vec<String> {

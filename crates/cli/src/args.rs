@@ -10,10 +10,11 @@ use tenure_election::Mode;
 #[command(
     name = "tenure",
     version,
-    about = "Keeps exactly one node of a cluster MASTER, using only a shared directory",
+    about = "Keeps exactly one node of a cluster MASTER, using only a shared directory or object store",
     long_about = "tenure keeps exactly one node of a cluster in the MASTER role, using nothing but a shared \
-storage location (a local or NFS-mounted directory) to coordinate. Run `tenure run` beside the \
-application on every node; ask any node `GET /v1/server/ha/state`.",
+storage location to coordinate: a directory on local disk or NFS, or an object-store prefix \
+(Amazon S3 and S3-compatible servers, Google Cloud Storage, Azure Blob Storage). Run `tenure run` \
+beside the application on every node; ask any node `GET /v1/server/ha/state`.",
     args_override_self = true
 )]
 pub struct Cli {
@@ -447,8 +448,16 @@ mod tests {
 
     #[test]
     fn config_file_sits_between_env_and_flags() {
+        /// Removes the directory when the test ends, passed or failed (no tempfile here).
+        struct RemoveOnDrop(std::path::PathBuf);
+        impl Drop for RemoveOnDrop {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_dir_all(&self.0);
+            }
+        }
         let dir = std::env::temp_dir().join(format!("tenure-cfg-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
+        let _remove = RemoveOnDrop(dir.clone());
         let path = dir.join("c.json");
         std::fs::write(&path, r#"{"node-name": "from-file", "poll_period": "2s", "public-state": true, "priority": 3}"#).unwrap();
         let args: Vec<String> = [

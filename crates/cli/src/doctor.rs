@@ -138,6 +138,8 @@ fn directory(path: &Path, a: &DoctorArgs, list: &mut Checklist) {
         // Reported below as checks of their own, so the others still run.
         check_mount: false,
         allow_shared_permissions: true,
+        // Nothing outside probe/: a store no node has used yet stays as it was.
+        create_layout: false,
     };
     let store = match DirStore::open(path, opts.clone()) {
         Ok(s) => s,
@@ -317,8 +319,13 @@ fn latency(store: &dyn Store, timeout: Duration, list: &mut Checklist) {
 /// the child must fail to take the lock while we hold it, and take it once we release it.
 fn lock_exclusion(root: &Path) -> Result<String, String> {
     let dir = root.join("probe");
-    std::fs::create_dir_all(&dir)
-        .map_err(|e| format!("lock: cannot create {}: {e}", dir.display()))?;
+    // Only probe/ itself, never a parent: the root exists (the store was opened).
+    match std::fs::create_dir(&dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+            return Err(format!("lock: cannot create {}: {e}", dir.display()));
+        }
+        _ => {}
+    }
     let name = probe_key();
     let path = dir.join(format!(
         "{}.lock",

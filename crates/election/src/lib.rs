@@ -18,6 +18,6 @@ pub mod types;
 
 pub use clock::Nanos;
 pub use command::{Command, CommandError};
-pub use snapshot::{LeaseView, NodeRow, Snapshot};
+pub use snapshot::{LeaseView, NodeRow, Snapshot, Waiting};
 pub use stats::Stats;
 pub use types::{Mode, NodeState};

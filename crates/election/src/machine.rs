@@ -24,7 +24,7 @@ use crate::records::{
     LeaseRecord,
 };
 use crate::secret::{Keyring, Verified};
-use crate::snapshot::{BadRecord, LeaseView, NodeRow, Snapshot, Transition};
+use crate::snapshot::{BadRecord, LeaseView, NodeRow, Snapshot, Transition, Waiting};
 use crate::types::{Mode, NodeState};
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, SystemTime};
@@ -309,6 +309,8 @@ pub struct Machine {
     nudge_after_heartbeat: Option<String>,
     exit_after_tasks: bool,
     disable_after_tasks: bool,
+    /// What this node waits for, shown in the snapshot (see [`Waiting`]).
+    waiting: Option<Waiting>,
     generation: u64,
 }
 
@@ -372,6 +374,7 @@ impl Machine {
             nudge_after_heartbeat: None,
             exit_after_tasks: false,
             disable_after_tasks: false,
+            waiting: None,
             generation: 1,
         };
         m.log(
@@ -1206,13 +1209,14 @@ impl Machine {
         };
         match watching {
             None => {
-                self.log(
-                    Level::Info,
+                self.wait_for(
+                    now,
                     format!(
-                        "nodes/{}.json holds {desc}; watching it for up to T={} before taking the name over",
+                        "nodes/{}.json, which holds {desc}, to stand still for T={} before taking the name over (a live process changes it: then this one exits as a duplicate)",
                         self.cfg.name,
                         humanize(self.cfg.heartbeat_timeout)
                     ),
+                    now.mono + self.cfg.heartbeat_timeout,
                 );
                 self.phase = Phase::Starting(StartStep::Identity(Some((version, now.mono))));
                 self.next_round_at = now.mono + self.cfg.poll_period;
@@ -1237,6 +1241,7 @@ impl Machine {
     }
 
     fn identity_ok(&mut self, now: Now) {
+        self.stop_waiting();
         self.phase = Phase::Starting(StartStep::ModeCheck);
         self.next_round_at = now.mono;
     }
@@ -1358,6 +1363,10 @@ impl Machine {
         let changed = self.obs.as_ref().is_none_or(|o| o.version != version);
         if !changed {
             return;
+        }
+        if matches!(self.phase, Phase::Running) {
+            // A new version ends a wait for the old one to stand still.
+            self.stop_waiting();
         }
         if let Some(reason) = &unusable {
             if forged {
@@ -1686,6 +1695,41 @@ impl Machine {
             self.rank(now.mono)
         };
         let at = expiry + self.cfg.poll_period * rank;
+        // A lease that skipped three of this node's polls is not being renewed: say once what
+        // this node waits for and until when (a renewed lease ends the wait, see observe_lease).
+        if now.mono < at
+            && reason == "expired"
+            && now.mono >= obs.first_returned + self.cfg.poll_period * 3
+        {
+            if let Some(w) = self.waiting.as_mut() {
+                // Already said; only the rank delay may have moved the end.
+                if w.until != at {
+                    w.until_wall_ms = wall_at(now, at);
+                    w.until = at;
+                    self.bump();
+                }
+            } else {
+                let holder = obs
+                    .lease
+                    .as_ref()
+                    .map_or("an unreadable lease".into(), |l| {
+                        format!("the lease of {} epoch {}", l.holder, l.epoch)
+                    });
+                self.wait_for(
+                now,
+                format!(
+                    "{holder}, unchanged since this node read it, to stand still for T={}{} before taking it over",
+                    humanize(t),
+                    if rank > 0 {
+                        format!(" plus {rank} poll period(s) of rank delay")
+                    } else {
+                        String::new()
+                    }
+                ),
+                at,
+            );
+            }
+        }
         if now.mono < at {
             // Read again right when this node may act, not up to a poll period later.
             self.election_wake = Some(at);
@@ -1824,6 +1868,7 @@ impl Machine {
         self.term = Some(Term { epoch, deadline });
         self.master_start_until = None;
         self.switchover_request = None;
+        self.waiting = None;
         self.base = self.mode.idle_state();
         self.bump();
         self.transition(
@@ -2156,6 +2201,30 @@ impl Machine {
         self.cluster.as_ref().map_or("", |c| c.cluster_id.as_str())
     }
 
+    /// Begin waiting for `what` until `until` (logged once, shown in the snapshot).
+    fn wait_for(&mut self, now: Now, what: String, until: Nanos) {
+        let until_wall_ms = wall_at(now, until);
+        self.log(
+            Level::Info,
+            format!(
+                "waiting for {what}: until {} at the latest",
+                chrono_ms(until_wall_ms)
+            ),
+        );
+        self.waiting = Some(Waiting {
+            what,
+            until,
+            until_wall_ms,
+        });
+        self.bump();
+    }
+
+    fn stop_waiting(&mut self) {
+        if self.waiting.take().is_some() {
+            self.bump();
+        }
+    }
+
     fn bump(&mut self) {
         self.generation += 1;
     }
@@ -2291,6 +2360,7 @@ impl Machine {
             storage_errors: self.storage_errors,
             forged_records: self.forged_records,
             transitions: self.transitions.iter().cloned().collect(),
+            waiting: self.waiting.clone(),
             generation: self.generation,
             // The machine reads no clock; the driver stamps this when it publishes.
             wall_offset_ns: None,
@@ -2301,6 +2371,12 @@ impl Machine {
     pub fn generation(&self) -> u64 {
         self.generation
     }
+}
+
+/// The wall-clock time (ms) of the election-clock instant `at`, as far as `now` tells.
+fn wall_at(now: Now, at: Nanos) -> i64 {
+    let ahead = i64::try_from(at.since(now.mono).as_millis()).unwrap_or(i64::MAX / 2);
+    now.wall_ms.saturating_add(ahead)
 }
 
 fn chrono_ms(ms: i64) -> String {

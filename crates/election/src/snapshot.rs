@@ -67,6 +67,19 @@ pub struct Transition {
     pub reason: String,
 }
 
+/// What this node waits for before it acts, and until when: a restarted node watching its
+/// name's previous instance, or a standby watching a lease that stands still. Logged once when
+/// it begins and shown in `/ha/states`, so that an operator sees why nothing happens yet.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Waiting {
+    /// In words, e.g. "the lease of a epoch 3 to stand still for T=30s".
+    pub what: String,
+    /// When the wait ends at the latest (unless the record changes first), on the election
+    /// clock and on the wall clock (ms since the Unix epoch).
+    pub until: Nanos,
+    pub until_wall_ms: i64,
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct Snapshot {
     pub plane_id: String,
@@ -92,6 +105,7 @@ pub struct Snapshot {
     /// Forged, replayed or wrongly signed records seen (each was logged as an ALERT).
     pub forged_records: u64,
     pub transitions: Vec<Transition>,
+    pub waiting: Option<Waiting>,
     /// Increases whenever anything above changes (lets readers cache encodings).
     pub generation: u64,
     /// REALTIME − BOOTTIME (ns) when the driver published this snapshot. A VM pause may leave
@@ -158,6 +172,7 @@ impl Snapshot {
             storage_errors: 0,
             forged_records: 0,
             transitions: Vec::new(),
+            waiting: None,
             generation: 0,
             wall_offset_ns: None,
         }

@@ -34,6 +34,19 @@ pub(crate) struct NodeSummary<'a> {
     pub heartbeat_age_ms: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub lease_deadline_ms: Option<u64>,
+    /// Only on this node's own row, while it waits (see `tenure_election::Waiting`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub waiting: Option<WaitingView<'a>>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct WaitingView<'a> {
+    #[serde(rename = "for")]
+    pub what: &'a str,
+    /// Wall clock, ms since the Unix epoch, like `localTimestamp`.
+    pub until_timestamp: i64,
+    pub remaining_ms: u64,
 }
 
 #[derive(Serialize)]
@@ -87,6 +100,11 @@ pub(crate) fn summarize(snap: &Snapshot, now: Nanos) -> Summary<'_> {
             mode: Some(snap.mode),
             heartbeat_age_ms: own_rec.map(|r| ms(now.since(r.last_change))),
             lease_deadline_ms,
+            waiting: snap.waiting.as_ref().map(|w| WaitingView {
+                what: &w.what,
+                until_timestamp: w.until_wall_ms,
+                remaining_ms: ms(w.until.since(now)),
+            }),
         },
     );
 
@@ -121,6 +139,7 @@ pub(crate) fn summarize(snap: &Snapshot, now: Nanos) -> Summary<'_> {
                 mode: Some(r.mode),
                 heartbeat_age_ms: Some(ms(now.since(r.last_change))),
                 lease_deadline_ms: None,
+                waiting: None,
             },
         );
     }
@@ -144,6 +163,7 @@ pub(crate) fn summarize(snap: &Snapshot, now: Nanos) -> Summary<'_> {
                 mode: None,
                 heartbeat_age_ms: None,
                 lease_deadline_ms: None,
+                waiting: None,
             },
         );
     }

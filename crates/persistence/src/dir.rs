@@ -56,6 +56,10 @@ pub struct DirOptions {
     /// Accept a root (or `nodes/`, `epochs/`) that group or others may write to
     /// (`--allow-shared-permissions`); refused by default, see [`check_permissions`].
     pub allow_shared_permissions: bool,
+    /// Create the store's own layout (`nodes/`, `epochs/`, `lease.lock`) under the root when it
+    /// is missing (default true: `tenure run`). `tenure doctor` opens with false, so that it
+    /// writes nothing outside `probe/`. The root itself is never created.
+    pub create_layout: bool,
 }
 
 impl Default for DirOptions {
@@ -65,6 +69,7 @@ impl Default for DirOptions {
             allow_nlm: false,
             check_mount: true,
             allow_shared_permissions: false,
+            create_layout: true,
         }
     }
 }
@@ -597,6 +602,19 @@ fn open_error(root: &Path, doing: &str, path: &Path, e: &io::Error) -> String {
     )
 }
 
+/// The refusal of a store root that does not exist. It is never created: a mistyped path or an
+/// NFS mount that is not mounted yet would otherwise become a private one-node cluster that
+/// answers MASTER beside the real one.
+fn missing_root(root: &Path) -> String {
+    format!(
+        "cannot use store {}: it does not exist — check the path, mount the shared filesystem \
+         there, or create a new store with `mkdir -m 0700 {}` (tenure never creates a store \
+         root, so that a typo or a missing mount cannot become a cluster of its own)",
+        root.display(),
+        root.display()
+    )
+}
+
 /// Group or others may write (or, with the sticky bit, add entries) here.
 const SHARED_WRITE: u32 = 0o022;
 
@@ -666,17 +684,13 @@ pub fn check_permissions(root: &Path, allow_shared: bool) -> Result<String, Stri
 }
 
 impl DirStore {
-    /// Open (and if needed create) a store at `root`. Checks the mount, that it can write, and
-    /// that flock works. The error names the path and the fix.
+    /// Open a store at `root`, which must exist (see [`missing_root`]), creating the store's
+    /// own layout under it when [`DirOptions::create_layout`] says so. Checks the mount, that
+    /// it can write, and that flock works. The error names the path and the fix.
     pub fn open(root: &Path, opts: DirOptions) -> Result<DirStore, String> {
-        if !root.exists() {
-            let mut b = std::fs::DirBuilder::new();
-            std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o700);
-            b.recursive(true)
-                .create(root)
-                .map_err(|e| open_error(root, "creating", root, &e))?;
-            std::fs::set_permissions(root, Permissions::from_mode(0o700))
-                .map_err(|e| open_error(root, "setting the mode of", root, &e))?;
+        match std::fs::symlink_metadata(root) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(missing_root(root)),
+            _ => {}
         }
         let canonical = root
             .canonicalize()
@@ -724,6 +738,7 @@ impl DirStore {
                         path.display()
                     ));
                 }
+                Err(e) if e.kind() == io::ErrorKind::NotFound && !opts.create_layout => {}
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
                     match top.mkdir(name) {
                         Ok(()) => {}
@@ -747,11 +762,16 @@ impl DirStore {
             lease: Mutex::new(None),
             mount,
         };
-        // Can we write (and sync) in every folder?
+        // Can we write (and sync) in every folder (that exists: see `create_layout`)?
         for folder in [None, Some(NODES), Some(EPOCHS)] {
             let dir = match folder {
                 None => Folder::open_path(&store.root),
-                Some(f) => top.subfolder(f),
+                Some(f) => match top.subfolder(f) {
+                    Err(e) if e.kind() == io::ErrorKind::NotFound && !store.opts.create_layout => {
+                        continue;
+                    }
+                    r => r,
+                },
             }
             .map_err(|e| open_error(root, "opening", &top.child_path(folder.unwrap_or("")), &e))?;
             let name = temp_name("probe");
@@ -770,7 +790,11 @@ impl DirStore {
         }
         // Does flock work here? WouldBlock is fine (a running master holds it); an error such
         // as ENOLCK means the filesystem cannot lock and the lease would not be exclusive.
-        {
+        // Without `create_layout` a missing lease file stays missing (the doctor tests locks on
+        // a probe file of its own).
+        let lease_missing =
+            matches!(top.lstat(LEASE_FILE), Err(e) if e.kind() == io::ErrorKind::NotFound);
+        if store.opts.create_layout || !lease_missing {
             let lease_path = store.root.join(LEASE_FILE);
             let mut guard = store.lease_guard();
             let file = store.lease_handle(&mut guard).map_err(|e| {

@@ -1,5 +1,6 @@
 //! The shared Store conformance suite, run against every backend in this crate.
 
+use std::os::unix::fs::PermissionsExt;
 use std::sync::{Arc, Mutex};
 use tenure_persistence::conformance;
 use tenure_persistence::{DirOptions, DirStore, MemoryStore, Store};
@@ -16,6 +17,8 @@ fn dir_store_conforms() {
     conformance::run_all_with_handles(&|n| {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("store");
+        std::fs::create_dir(&root).unwrap();
+        std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o700)).unwrap();
         // One DirStore per handle: flock is per open file description, so independent opens
         // exclude each other as separate processes would.
         let handles = (0..n)

@@ -11,8 +11,18 @@ use tenure_persistence::{
     ReadResult, Store, StoreError, Version,
 };
 
+/// Opens `root`, creating it first (mode 0700) as an operator would: the store never creates
+/// its own root.
 fn open(root: &Path) -> DirStore {
+    mkdir_private(root);
     DirStore::open(root, DirOptions::default()).unwrap()
+}
+
+fn mkdir_private(root: &Path) {
+    if !root.exists() {
+        fs::DirBuilder::new().recursive(true).create(root).unwrap();
+        fs::set_permissions(root, fs::Permissions::from_mode(0o700)).unwrap();
+    }
 }
 
 fn fresh() -> (tempfile::TempDir, DirStore) {
@@ -397,6 +407,7 @@ fn permissions_are_private() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("new").join("store");
     let s = open(&root);
+    fs::set_permissions(dir.path().join("new"), fs::Permissions::from_mode(0o700)).unwrap();
     s.put("nodes/a.json", b"a").unwrap();
     s.create("epochs/1.json", b"1").unwrap();
     s.create("cluster.json", b"c").unwrap();
@@ -486,6 +497,50 @@ fn a_linked_folder_is_refused() {
         Err(StoreError::Unavailable(_))
     ));
     assert_eq!(fs::read(outside.path().join("a.json")).unwrap(), b"outside");
+}
+
+/// A root that does not exist (a typo, an NFS mount not mounted yet) is refused with the fix,
+/// and nothing is created: neither the root nor any of its parents.
+#[test]
+fn a_missing_root_is_refused_and_never_created() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("nonexistent").join("deeper").join("store");
+    for create_layout in [true, false] {
+        let opts = DirOptions {
+            create_layout,
+            ..DirOptions::default()
+        };
+        let err = DirStore::open(&root, opts).err().unwrap();
+        assert!(
+            err.contains(root.to_str().unwrap())
+                && err.contains("does not exist")
+                && err.contains("mount")
+                && err.contains("mkdir -m 0700"),
+            "{err}"
+        );
+        assert!(
+            !dir.path().join("nonexistent").exists(),
+            "nothing created for a missing root"
+        );
+    }
+}
+
+/// Without `create_layout` (as `tenure doctor` opens a store) an empty root stays empty.
+#[test]
+fn opening_without_create_layout_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("store");
+    mkdir_private(&root);
+    let opts = DirOptions {
+        create_layout: false,
+        ..DirOptions::default()
+    };
+    let s = DirStore::open(&root, opts).unwrap();
+    assert_eq!(fs::read_dir(&root).unwrap().count(), 0, "root stays empty");
+    // Reads of a store no node has used see nothing, and still create nothing.
+    assert!(matches!(s.read(LEASE_KEY).unwrap(), ReadResult::Absent));
+    assert!(s.list("nodes/").unwrap().is_empty());
+    assert_eq!(fs::read_dir(&root).unwrap().count(), 0, "root stays empty");
 }
 
 #[test]
