@@ -28,7 +28,7 @@ use std::os::fd::{AsRawFd, FromRawFd};
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use xxhash_rust::xxh3::{Xxh3, xxh3_64};
 
@@ -83,6 +83,13 @@ pub struct DirStore {
     /// does not exclude two threads using the same open file description.
     lease: Mutex<Option<File>>,
     mount: Option<MountInfo>,
+    /// The root directory as opened at start, and its device and inode. Every call checks that
+    /// the path still names this directory: a mount that vanishes (`umount -l`, a dropped NFS
+    /// or autofs mount) leaves the path on the empty directory beneath it, which must read as
+    /// "storage unavailable", never as an empty store (a cold start there would be a second
+    /// cluster).
+    pinned: Folder,
+    pinned_id: (u64, u64),
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -101,9 +108,10 @@ fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
     }
 }
 
-/// An open directory and the path it was opened at (for messages).
+/// An open directory and the path it was opened at (for messages). Shared, so the pinned
+/// root (see [`DirStore::top`]) is handed out without a system call.
 struct Folder {
-    fd: File,
+    fd: Arc<File>,
     path: PathBuf,
 }
 
@@ -115,7 +123,7 @@ impl Folder {
             .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
             .open(path)?;
         Ok(Folder {
-            fd,
+            fd: Arc::new(fd),
             path: path.to_path_buf(),
         })
     }
@@ -143,7 +151,7 @@ impl Folder {
     fn subfolder(&self, name: &str) -> io::Result<Folder> {
         let fd = self.openat(name, libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
         Ok(Folder {
-            fd,
+            fd: Arc::new(fd),
             path: self.child_path(name),
         })
     }
@@ -756,11 +764,20 @@ impl DirStore {
                 Err(e) => return Err(open_error(root, "reading", &path, &e)),
             }
         }
+        let pinned_meta = top
+            .fd
+            .metadata()
+            .map_err(|e| open_error(root, "reading", &canonical, &e))?;
         let store = DirStore {
             root: canonical,
             opts,
             lease: Mutex::new(None),
             mount,
+            pinned: Folder {
+                fd: top.fd.clone(),
+                path: top.path.clone(),
+            },
+            pinned_id: (pinned_meta.dev(), pinned_meta.ino()),
         };
         // Can we write (and sync) in every folder (that exists: see `create_layout`)?
         for folder in [None, Some(NODES), Some(EPOCHS)] {
@@ -832,8 +849,25 @@ impl DirStore {
         self.mount.as_ref()
     }
 
+    /// The root, pinned at open, once the path is checked to still name it.
     fn top(&self) -> Result<Folder, StoreError> {
-        Folder::open_path(&self.root).map_err(|e| io_err("open", &self.root, e))
+        let now = std::fs::metadata(&self.root).map_err(|e| io_err("stat", &self.root, e))?;
+        if (now.dev(), now.ino()) != self.pinned_id {
+            return Err(StoreError::Unavailable(format!(
+                "{} is no longer the directory this node opened as its store (device {} inode {} \
+                 then, device {} inode {} now): a mount vanished or was replaced; remount the \
+                 store, then restart tenure",
+                self.root.display(),
+                self.pinned_id.0,
+                self.pinned_id.1,
+                now.dev(),
+                now.ino()
+            )));
+        }
+        Ok(Folder {
+            fd: self.pinned.fd.clone(),
+            path: self.root.clone(),
+        })
     }
 
     /// The folder holding `key`'s file; `Ok(None)` when it does not exist (and `create` is

@@ -525,6 +525,45 @@ fn a_missing_root_is_refused_and_never_created() {
     }
 }
 
+/// The root is pinned at open: when the path comes to name another directory (what a mount
+/// that vanishes looks like: the path falls through to the empty directory beneath it), every
+/// call fails as unavailable instead of seeing an empty store; nothing is written there.
+#[test]
+fn a_replaced_root_is_unavailable_never_an_empty_store() {
+    let (dir, s) = fresh();
+    let root = dir.path().join("store");
+    s.create(LEASE_KEY, b"lease").unwrap();
+    s.put("cluster.json", b"c").unwrap();
+    // The "mount" goes away: the real store moves aside, an empty directory takes its path.
+    fs::rename(&root, dir.path().join("moved")).unwrap();
+    mkdir_private(&root);
+    let unavailable = |r: Result<(), StoreError>, what: &str| match r {
+        Err(StoreError::Unavailable(m)) => assert!(
+            m.contains("no longer the directory this node opened") && m.contains("remount"),
+            "{what}: {m}"
+        ),
+        other => panic!("{what}: {other:?}"),
+    };
+    unavailable(s.read(LEASE_KEY).map(drop), "lease read");
+    unavailable(s.read("cluster.json").map(drop), "record read");
+    unavailable(s.list("epochs/").map(drop), "list");
+    unavailable(s.create("epochs/1.json", b"1").map(drop), "create");
+    unavailable(s.put("nodes/a.json", b"a").map(drop), "put");
+    unavailable(s.create(LEASE_KEY, b"x").map(drop), "lease create");
+    assert_eq!(
+        fs::read_dir(&root).unwrap().count(),
+        0,
+        "nothing written beneath"
+    );
+    // The store comes back at its path: the same directory, so calls work again.
+    fs::remove_dir(&root).unwrap();
+    fs::rename(dir.path().join("moved"), &root).unwrap();
+    assert!(matches!(
+        s.read("cluster.json").unwrap(),
+        ReadResult::Present(_)
+    ));
+}
+
 /// Without `create_layout` (as `tenure doctor` opens a store) an empty root stays empty.
 #[test]
 fn opening_without_create_layout_writes_nothing() {
