@@ -37,7 +37,7 @@ trap cleanup EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 PORTS=()
-mkdir -m 0700 "$DIR/store" # tenure never creates a store root
+"$BIN" init --store "$DIR/store" --heartbeat-timeout 30s >/dev/null # run never creates a cluster
 for n in a b; do
     port=$(free_port)
     PORTS+=("$port")

@@ -58,7 +58,7 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 start_tenure() { # binary store-name -> sets PORT_OUT, PID_OUT
     local port
     port=$(free_port)
-    mkdir -p -m 0700 "$DIR/$2" # tenure never creates a store root
+    "$1" init --store "$DIR/$2" >/dev/null # run never creates a cluster
     NO_COLOR=1 "$1" run --node-name node-a --store "$DIR/$2" --bind "127.0.0.1:$port" >"$DIR/$2.log" 2>&1 &
     PIDS+=($!)
     PID_OUT=$!

@@ -91,7 +91,9 @@ def tenure_state(port):
 
 def run_tenure(i):
     d = os.path.join(TMP, f"tenure{i}"); os.makedirs(d)
-    os.mkdir(os.path.join(d, "store"), 0o700)  # tenure never creates a store root
+    # run never creates a cluster: tenure init first (it makes the directory too)
+    subprocess.run([os.environ["TENURE_BIN"], "init", "--store", os.path.join(d, "store"), "--heartbeat-timeout", T],
+                   check=True, stdout=subprocess.DEVNULL)
     ports, procs = [free_port(), free_port()], []
     for n, port in zip("ab", ports):
         log = open(os.path.join(d, f"{n}.log"), "w")

@@ -82,7 +82,9 @@ def ticks(pid):
 def one_size(n, runs):
     d = tempfile.mkdtemp(prefix=f"tenure-scale{n}.")
     store = os.path.join(d, "store")
-    os.mkdir(store, 0o700)  # tenure never creates a store root
+    # run never creates a cluster: tenure init first (it makes the directory too)
+    subprocess.run([os.environ["TENURE_BIN"], "init", "--store", store, "--heartbeat-timeout", T],
+                   check=True, stdout=subprocess.DEVNULL)
     ports = free_ports(n)
     procs = [None] * n
     def launch(i):

@@ -155,9 +155,12 @@ all_running() {
 
 now_ms() { echo $(($(date +%s%N) / 1000000)); }
 
-# tenure never creates a store's root directory: the store is a directory only we may write.
-mkdir -m 0700 "$DIR/store"
+# A cluster is created once, explicitly: `tenure run` never turns an empty or missing
+# directory into one (a typo or a missing mount must not become a second cluster).
 echo "store and logs in $DIR"
+echo "\$ tenure init --store $DIR/store --heartbeat-timeout $T"
+"$BIN" init --store "$DIR/store" --heartbeat-timeout "$T" | sed 's/^/  /'
+
 for n in "${NODES[@]}"; do
     pick_port
     PORT[$n]=$PICKED

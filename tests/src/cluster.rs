@@ -383,6 +383,10 @@ pub struct Cluster {
     nodes: Vec<Node>,
     observer: Observer,
     bin: PathBuf,
+    /// Whether `tenure init` ran on the store (the first `start` runs it unless told not to:
+    /// `tenure run` never creates a cluster).
+    initialized: bool,
+    auto_init: bool,
 }
 
 impl Cluster {
@@ -416,7 +420,30 @@ impl Cluster {
             nodes: Vec::new(),
             observer: Observer::new(),
             bin,
+            initialized: false,
+            auto_init: true,
         }
+    }
+
+    /// A cluster whose store the harness does not initialize: its nodes find no cluster.json
+    /// unless the test writes one (or calls [`Cluster::init`]).
+    pub fn without_init(mut self) -> Self {
+        self.auto_init = false;
+        self
+    }
+
+    /// Runs `tenure init` on the store with the cluster's T and `extra` arguments (e.g. a
+    /// `--secret-file`), as an operator does once before the first `tenure run`; panics with
+    /// its output if it fails. The first [`Cluster::start`] calls it with no extra arguments
+    /// unless it ran already.
+    pub fn init(&mut self, extra: &[&str]) {
+        crate::init_store(
+            &self.store_arg,
+            &crate::dur_arg(self.timing.t),
+            extra,
+            &self.store_env,
+        );
+        self.initialized = true;
     }
 
     /// A cluster with T = 2 s, p = 200 ms.
@@ -455,6 +482,9 @@ impl Cluster {
 
     /// Starts a node and has the observer sample it.
     pub fn start(&mut self, spec: NodeSpec) -> &mut Node {
+        if self.auto_init && !self.initialized {
+            self.init(&[]);
+        }
         assert!(
             self.nodes.iter().all(|n| n.label != spec.label),
             "a node labelled {} exists already",

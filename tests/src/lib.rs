@@ -124,6 +124,38 @@ pub fn tenure_bin() -> PathBuf {
     }
 }
 
+/// Runs `tenure init --store STORE --heartbeat-timeout T EXTRA…` with `env` (and no other
+/// `TENURE_*` variable), as an operator does once before the first `tenure run` of a cluster
+/// (`run` never creates one); panics with its output if it fails.
+pub fn init_store(store: &str, heartbeat_timeout: &str, extra: &[&str], env: &[(String, String)]) {
+    let mut cmd = std::process::Command::new(tenure_bin());
+    cmd.args([
+        "init",
+        "--store",
+        store,
+        "--heartbeat-timeout",
+        heartbeat_timeout,
+    ])
+    .args(extra)
+    .stdin(std::process::Stdio::null());
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("TENURE_") {
+            cmd.env_remove(k);
+        }
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("run tenure init");
+    assert!(
+        out.status.success(),
+        "tenure init --store {store} failed ({}):\n{}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// A process-wide lock that e2e tests hold for their whole run, so they never overlap even
 /// when the harness runs tests in parallel. A test that panicked does not poison it for others.
 pub fn serial() -> MutexGuard<'static, ()> {

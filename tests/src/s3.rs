@@ -89,6 +89,12 @@ impl Recorder {
     /// Stop recording; the requests to `bucket` since [`Recorder::start`], in order.
     pub fn stop(self, bucket: &str) -> Vec<Recorded> {
         self.post("stop-recording");
+        self.peek(bucket)
+    }
+
+    /// The requests to `bucket` recorded so far, in order, while the recording goes on (a line
+    /// moto is still writing is skipped).
+    pub fn peek(&self, bucket: &str) -> Vec<Recorded> {
         let text = self
             .agent
             .get(&format!(

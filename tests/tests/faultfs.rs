@@ -16,11 +16,17 @@ use tenure_persistence::{DirOptions, DirStore, Store, conformance};
 use tenure_tests::faultfs::{Fault, FaultFs, Mounted, is_mounted};
 use tenure_tests::wait_until;
 
+/// Two mounts of one backing directory, all inside one temporary directory.
+///
+/// Field order matters: Rust drops fields in declaration order, so the mounts are unmounted
+/// first and only then is the temporary directory removed. The other way round, the removal
+/// would walk into the still-mounted `a` and `b` (deleting the backing files through them),
+/// fail on the busy mount points and leave a `tenure-faultfs-*` directory behind.
 struct Two {
-    _tmp: tempfile::TempDir,
-    backing: PathBuf,
     a: Mounted,
     b: Mounted,
+    backing: PathBuf,
+    _tmp: tempfile::TempDir,
 }
 
 fn two_mounts() -> Two {
@@ -36,10 +42,10 @@ fn two_mounts() -> Two {
     let a = FaultFs::mount(&backing, &ma).expect("mount a (needs /dev/fuse and root)");
     let b = FaultFs::mount(&backing, &mb).expect("mount b");
     Two {
-        _tmp: tmp,
-        backing,
         a,
         b,
+        backing,
+        _tmp: tmp,
     }
 }
 

@@ -411,7 +411,7 @@ fn a_silent_tls_client_is_cut_off() {
     std::fs::write(&cert, ck.cert.pem()).unwrap();
     std::fs::write(&key, ck.key_pair.serialize_pem()).unwrap();
     let store = dir.path().join("store");
-    std::fs::create_dir(&store).unwrap();
+    tenure_tests::init_store(store.to_str().unwrap(), "2s", &[], &[]);
     let port = tenure_tests::cluster::free_port();
     let url = format!("https://127.0.0.1:{port}");
     let log = std::fs::File::create(dir.path().join("node.log")).unwrap();

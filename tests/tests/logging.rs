@@ -2,7 +2,6 @@
 //! a wait (for a name's previous instance, for a lease that stands still) is logged once with
 //! when it ends and shown in `/ha/states`; text logs carry colour codes only on a terminal.
 
-use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tenure_tests::{Cluster, Timing, serial, tenure_bin, wait_for, wait_until};
@@ -109,8 +108,7 @@ fn a_waiting_node_says_what_it_waits_for_and_until_when() {
 fn raw_log(no_color: Option<&str>, on_a_terminal: bool) -> Vec<u8> {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store");
-    std::fs::create_dir(&store).unwrap();
-    std::fs::set_permissions(&store, std::fs::Permissions::from_mode(0o700)).unwrap();
+    tenure_tests::init_store(store.to_str().unwrap(), "2s", &[], &[]);
     let log = dir.path().join("node.log");
     let port = tenure_tests::cluster::free_port();
     let args = tenure_tests::spawn::run_args("a", store.to_str().unwrap(), port, "2s", "200ms");

@@ -92,6 +92,8 @@ fn metric(c: &Cluster, node: &str, field: &str) -> u64 {
 }
 
 fn start_three(c: &mut Cluster, file: &Path) -> (String, u64) {
+    // The cluster is created signed, as `tenure init --secret-file` does.
+    c.init(&["--secret-file", file.to_str().unwrap()]);
     for n in THREE {
         c.start(signed(n, file));
     }
@@ -254,6 +256,8 @@ fn secret_handling() {
     let _serial = serial();
     let mut c = Cluster::standard();
     let tm = c.timing;
+    let private = secret_file(&c, "private", SECRET, 0o600);
+    c.init(&["--secret-file", private.to_str().unwrap()]);
     let public = secret_file(&c, "public", SECRET, 0o644);
     c.start(signed("node-a", &public));
     assert_eq!(expect_exit(&mut c, "node-a", refusal(&tm)), 2);
@@ -341,6 +345,7 @@ fn secret_rotation_keeps_a_master() {
     let old = secret_file(&c, "old", SECRET, 0o600);
     let new = secret_file(&c, "new", OTHER, 0o600);
     let pair = ["node-a", "node-b"];
+    c.init(&["--secret-file", old.to_str().unwrap()]);
     for n in pair {
         c.start(signed(n, &old));
     }

@@ -17,6 +17,8 @@ fn a_shared_store_is_refused_unless_allowed() {
     let mut c = Cluster::standard();
     let tm = c.timing;
     let store = c.store().to_path_buf();
+    // Created as an operator would, then opened up to the group by mistake.
+    c.init(&[]);
     chmod(&store, 0o770);
     c.start(NodeSpec::new("node-a"));
     assert_eq!(expect_exit(&mut c, "node-a", refusal_timeout(&tm)), 1);
@@ -30,7 +32,7 @@ fn a_shared_store_is_refused_unless_allowed() {
         assert!(log.contains(needle), "missing {needle:?} in:\n{log}");
     }
     assert!(
-        !store.join("nodes").exists(),
+        !store.join("nodes/node-a.json").exists(),
         "nothing was written to the refused store"
     );
 

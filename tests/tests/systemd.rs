@@ -148,9 +148,9 @@ fn environment_file_example_configures_a_node() {
             cmd.env_remove(k);
         }
     }
-    // The store directory exists (tenure never creates a store root); the unit's
-    // RequiresMountsFor= waits for its mount.
-    std::fs::create_dir(dir.path().join("store")).unwrap();
+    // The cluster is created once with `tenure init` (which also makes the directory; `run`
+    // never creates a store); the unit's RequiresMountsFor= waits for its mount.
+    tenure_tests::init_store(dir.path().join("store").to_str().unwrap(), "30s", &[], &[]);
     let mut vars = 0;
     for line in text.lines().map(str::trim) {
         if line.is_empty() || line.starts_with('#') {

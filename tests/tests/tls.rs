@@ -50,6 +50,7 @@ fn https_api_and_nudges_between_nodes() {
         <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o700),
     )
     .unwrap();
+    tenure_tests::init_store(store.to_str().unwrap(), "20s", &[], &[]);
     // A long poll period (p = 4 s, T = 20 s): a takeover well within p after a release can only
     // come from the nudge.
     let mut nodes = Nodes(Vec::new());

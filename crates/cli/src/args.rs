@@ -24,6 +24,9 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Cmd {
+    /// Create a new cluster in a store, once, before its first `tenure run` (writes
+    /// cluster.json with T and ρ); `--reconfigure` changes T or ρ of a stopped cluster.
+    Init(InitArgs),
     /// Run the coordinator (the daemon) on this node.
     Run(Box<RunArgs>),
     /// Print a node's state (MASTER, STANDBY, ...).
@@ -53,6 +56,38 @@ pub struct DoctorArgs {
     #[arg(long, env = "TENURE_STORE")]
     pub store: String,
     /// Deadline of one storage call, as `tenure run --storage-timeout`.
+    #[arg(long, env = "TENURE_STORAGE_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub storage_timeout: Duration,
+    /// Accept an NFS mount older than v4 (locks through NLM), as `tenure run --allow-nlm`.
+    #[arg(long, env = "TENURE_ALLOW_NLM")]
+    pub allow_nlm: bool,
+    /// Accept a store directory writable by group or others, as `tenure run
+    /// --allow-shared-permissions`.
+    #[arg(long, env = "TENURE_ALLOW_SHARED_PERMISSIONS")]
+    pub allow_shared_permissions: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct InitArgs {
+    /// The store of the new cluster, as every node's `tenure run --store` will give it. A
+    /// directory is created (mode 0700) if its parent exists.
+    #[arg(long, env = "TENURE_STORE")]
+    pub store: String,
+    /// T, cluster-wide: every node must run with the same --heartbeat-timeout.
+    #[arg(long, env = "TENURE_HEARTBEAT_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub heartbeat_timeout: Duration,
+    /// ρ, cluster-wide: the bound on clock-rate differences, e.g. 1% or 0.01.
+    #[arg(long, env = "TENURE_CLOCK_DRIFT", default_value = "1%", value_parser = parse_drift)]
+    pub clock_drift: u32,
+    /// The cluster secret file, as `tenure run --secret-file` (cluster.json is signed with it).
+    /// Or TENURE_SECRET.
+    #[arg(long, env = "TENURE_SECRET_FILE")]
+    pub secret_file: Option<PathBuf>,
+    /// Change T or ρ of an existing cluster, keeping its id: refused while any node's record
+    /// keeps changing (stop every node first; this watches the records for the old T).
+    #[arg(long)]
+    pub reconfigure: bool,
+    /// Deadline of one storage call.
     #[arg(long, env = "TENURE_STORAGE_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
     pub storage_timeout: Duration,
     /// Accept an NFS mount older than v4 (locks through NLM), as `tenure run --allow-nlm`.

@@ -4,7 +4,9 @@ mod args;
 mod check;
 mod doctor;
 mod exec;
+mod guard;
 mod hooks;
+mod init;
 mod master;
 mod notify;
 mod query;
@@ -16,6 +18,10 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let argv: Vec<String> = std::env::args().collect();
+    // Internal: the guard of an --exec child (not a clap subcommand: not in --help).
+    if argv.get(1).map(String::as_str) == Some(guard::SUBCOMMAND) {
+        return ExitCode::from(guard::main(&argv[2..]));
+    }
     let argv = match args::expand_config(argv) {
         Ok(a) => a,
         Err(e) => {
@@ -38,6 +44,7 @@ fn main() -> ExitCode {
     }
     let cli = Cli::parse_from(argv);
     let code = match cli.command {
+        Cmd::Init(a) => init::main(a),
         Cmd::Run(a) => run::main(*a),
         Cmd::State(q) => query::state(q),
         Cmd::States(q) => query::states(q),

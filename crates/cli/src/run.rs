@@ -84,7 +84,6 @@ pub fn main(a: RunArgs) -> u8 {
         priority: a.priority,
         app_version: a.app_version.clone(),
         allow_no_master: a.allow_no_master,
-        new_cluster_id: uuid::Uuid::new_v4().to_string(),
         keys: keys.clone(),
     };
     if let Err(e) = cfg.validate_timings() {
@@ -97,7 +96,13 @@ pub fn main(a: RunArgs) -> u8 {
             Err(e) => return usage(format!("--users {}: {e}", path.display())),
         },
     };
-    let store: Arc<dyn Store> = match open_store(&store_arg, &a, cfg.storage_timeout) {
+    let store: Arc<dyn Store> = match open_store(
+        &store_arg,
+        a.allow_nlm,
+        a.allow_shared_permissions,
+        cfg.storage_timeout,
+        a.poll_period,
+    ) {
         Ok(s) => s,
         Err((code, msg)) => {
             eprintln!("tenure run: {msg}");
@@ -119,7 +124,7 @@ pub fn main(a: RunArgs) -> u8 {
     runtime.block_on(serve(cfg, store, bind, users, a))
 }
 
-fn take_env_secret(var: &str) -> Option<Vec<u8>> {
+pub(crate) fn take_env_secret(var: &str) -> Option<Vec<u8>> {
     let v = std::env::var_os(var)?;
     // SAFETY: called first thing in `tenure run`, before any other thread exists.
     unsafe { std::env::remove_var(var) };
@@ -137,6 +142,21 @@ fn load_keys(
     env_secret: Option<Vec<u8>>,
     env_accept: Option<Vec<u8>>,
 ) -> Result<Option<tenure_election::secret::Keyring>, String> {
+    keyring(
+        &a.secret_file,
+        &a.accept_secret_file,
+        env_secret,
+        env_accept,
+    )
+}
+
+/// The cluster secret (and one accepted during a rotation), from files or the environment.
+pub(crate) fn keyring(
+    secret_file: &Option<PathBuf>,
+    accept_secret_file: &Option<PathBuf>,
+    env_secret: Option<Vec<u8>>,
+    env_accept: Option<Vec<u8>>,
+) -> Result<Option<tenure_election::secret::Keyring>, String> {
     use tenure_election::secret::{Keyring, read_secret_file};
     let one =
         |file: &Option<PathBuf>, env: Option<Vec<u8>>, flag: &str, var: &str| match (file, env) {
@@ -149,9 +169,9 @@ fn load_keys(
             (None, Some(v)) => Ok(Some(v)),
             (None, None) => Ok(None),
         };
-    let current = one(&a.secret_file, env_secret, "--secret-file", "TENURE_SECRET")?;
+    let current = one(secret_file, env_secret, "--secret-file", "TENURE_SECRET")?;
     let accepted = one(
-        &a.accept_secret_file,
+        accept_secret_file,
         env_accept,
         "--accept-secret-file",
         "TENURE_ACCEPT_SECRET",
@@ -211,10 +231,15 @@ async fn serve(
             Arc::new(tenure_election::driver::NoPeers)
         }
     };
-    let exec = a
-        .exec
-        .clone()
-        .map(|cmd| Arc::new(crate::exec::Exec::new(cmd, cfg.name.clone())));
+    let exec = a.exec.clone().map(|cmd| {
+        Arc::new(crate::exec::Exec::new(
+            cmd,
+            cfg.name.clone(),
+            cfg.demote_grace,
+            a.log_format,
+            snap_rx.clone(),
+        ))
+    });
     let hooks = Arc::new(ShellHooks {
         on_promote: a.on_promote.clone(),
         on_demote: a.on_demote.clone(),
@@ -313,9 +338,16 @@ async fn signals(cmd_tx: mpsc::Sender<Command>) {
     }
 }
 
-fn open_store(arg: &str, a: &RunArgs, lock_wait: Duration) -> Result<Arc<dyn Store>, (u8, String)> {
+/// Opens `--store` as `run` and `init` use it (the error carries the exit code).
+pub(crate) fn open_store(
+    arg: &str,
+    allow_nlm: bool,
+    allow_shared_permissions: bool,
+    lock_wait: Duration,
+    poll: Duration,
+) -> Result<Arc<dyn Store>, (u8, String)> {
     if tenure_persistence::is_object_url(arg) {
-        return open_object_store(arg, lock_wait, a.poll_period);
+        return open_object_store(arg, lock_wait, poll);
     }
     let path = if let Some(p) = arg.strip_prefix("file://") {
         PathBuf::from(p)
@@ -332,8 +364,8 @@ fn open_store(arg: &str, a: &RunArgs, lock_wait: Duration) -> Result<Arc<dyn Sto
     // A lock held longer than one storage call is a stopped or hung peer: give up within the
     // call's own deadline rather than keep the I/O thread busy.
     let opts = DirOptions {
-        allow_nlm: a.allow_nlm,
-        allow_shared_permissions: a.allow_shared_permissions,
+        allow_nlm,
+        allow_shared_permissions,
         lock_wait,
         ..DirOptions::default()
     };
@@ -398,7 +430,7 @@ fn colour_allowed(no_color: Option<&std::ffi::OsStr>) -> bool {
     no_color.is_none_or(|v| v.is_empty())
 }
 
-fn init_logging(format: LogFormat) {
+pub(crate) fn init_logging(format: LogFormat) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("TENURE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()

@@ -54,7 +54,15 @@ impl Cluster {
     fn new(n: usize) -> Self {
         let t = Nanos(1_000_000_000);
         let mut c = Cluster {
-            store: MemoryStore::new(),
+            store: {
+                // As `tenure init` leaves a store: cluster.json, no term yet.
+                let store = MemoryStore::new();
+                let bytes = tenure_election::records::init_cluster_bytes(None, "c", T, 10_000);
+                store
+                    .create(tenure_election::records::CLUSTER_KEY, &bytes)
+                    .unwrap();
+                store
+            },
             nodes: (0..n)
                 .map(|i| Some(Machine::new(config(i), now(t))))
                 .collect(),

@@ -29,8 +29,6 @@ pub struct Config {
     pub priority: i64,
     pub app_version: Option<String>,
     pub allow_no_master: bool,
-    /// The cluster id to use if this node creates the cluster.
-    pub new_cluster_id: String,
     /// The cluster secret: records are signed with it and records without a valid MAC are
     /// never obeyed. `None`: records are unsigned (anyone who can write the store is trusted).
     pub keys: Option<std::sync::Arc<crate::secret::Keyring>>,
@@ -61,7 +59,6 @@ impl Config {
             priority: 0,
             app_version: None,
             allow_no_master: false,
-            new_cluster_id: "cluster".into(),
             keys: None,
         }
     }

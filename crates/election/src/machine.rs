@@ -144,11 +144,20 @@ enum WriteKind {
 #[derive(Clone, Debug)]
 enum Purpose {
     ReadCluster,
+    /// Re-signing cluster.json with the current secret (start-up, during a rotation).
     CreateCluster(ClusterRecord),
+    /// The periodic re-read of cluster.json: the store's identity and the cluster's T and ρ.
+    CheckCluster,
+    /// Clearing cluster.json's `fresh` flag before the first term (see `ClaimFresh`).
+    ClaimFresh(ClusterRecord),
     ReadOwnRecord,
+    /// Claiming this node's name: its record created, or replaced on the version watched.
+    ClaimName,
     ReadLease,
     ListEpochs,
     CreateEpoch(u64),
+    /// Whether an epoch file whose create had an unknown outcome is ours.
+    ReadEpoch(u64),
     WriteLease {
         kind: WriteKind,
         record: LeaseRecord,
@@ -165,6 +174,10 @@ enum Task {
     Heartbeat,
     Scan,
     ListEpochs,
+    CheckCluster,
+    /// The first term of a store made by `tenure init`: clear `fresh` in cluster.json by a
+    /// conditional replace; exactly one node wins and cold-starts at once.
+    ClaimFresh,
     /// Continue a takeover with a freshly allocated epoch.
     Take {
         reason: String,
@@ -179,6 +192,7 @@ enum Task {
     },
     ClearStates,
     Delete(String),
+    ReadEpoch(u64),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -186,6 +200,9 @@ enum StartStep {
     Cluster,
     /// Watching a foreign instance's record under our name: (version, first seen).
     Identity(Option<(Version, Nanos)>),
+    /// Writing our own record conditionally: created if absent, or replaced on this version.
+    /// Of two processes started with one name at the same instant, exactly one succeeds.
+    Claim(Option<Version>),
     ModeCheck,
 }
 
@@ -206,6 +223,14 @@ struct LeaseObs {
     lease: Option<LeaseRecord>,
     /// When a read first returned this version (r in DESIGN §3.3).
     first_returned: Nanos,
+    /// The highest epoch this node knew of then. A newer one found before a take means a term
+    /// began while we watched: the version we see again may be an old copy written back
+    /// (the store lost writes), so the watch starts over.
+    floor: u64,
+    /// Every node record's sequence number at the first scan after `first_returned`: a record
+    /// that says MASTER and moved on since belongs to a node that answered MASTER during the
+    /// watch, whatever the lease in the store says.
+    seqs: Option<BTreeMap<String, u64>>,
 }
 
 /// The lease record this node knows it wrote and believes current.
@@ -220,6 +245,16 @@ struct Term {
     epoch: u64,
     /// V: this node answers MASTER only while now < V.
     deadline: Nanos,
+    /// A cautious take (see `answer_delay`) answers MASTER only from this instant on; until
+    /// then it holds and renews the lease but is not announced (no MASTER answer, no hook).
+    from: Nanos,
+    announced: bool,
+    /// A cautious take announces only after a scan of `nodes/` done since `from` shows no
+    /// other node that held this epoch or a later one (a store that lost the writes of a
+    /// term just begun shows nothing else of it).
+    check_records: bool,
+    /// `from` has passed; the announcement waits for that scan (no timer meanwhile).
+    awaiting_scan: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -311,7 +346,75 @@ pub struct Machine {
     disable_after_tasks: bool,
     /// What this node waits for, shown in the snapshot (see [`Waiting`]).
     waiting: Option<Waiting>,
+    /// The version of cluster.json last read (for the `fresh` claim).
+    cluster_version: Option<Version>,
+    /// The store no longer shows the cluster this node joined (cluster.json vanished or became
+    /// unusable): never a master, never a take, until it is back (DESIGN §3.3).
+    lost: Option<String>,
+    /// This node has seen a lease in the store (any version, even unreadable): from then on an
+    /// absent lease is a version like any other, never a cold start.
+    saw_lease: bool,
+    /// Epochs reported by records of other clusters (a wiped store's old nodes): a new term
+    /// is numbered above them too, so the fencing token never goes back.
+    foreign_max_epoch: u64,
+    /// The highest epoch other nodes of this cluster report in their records.
+    records_max_epoch: u64,
+    /// The corroboration of an at-once take or a re-take: a listing of `epochs/` and a scan of
+    /// `nodes/` done after the lease read, keyed by the lease version it judged, with its
+    /// verdict once both are in (see `corroborate`).
+    corroboration: Corroboration,
+    /// The pending corroboration's listing of `epochs/` is in.
+    corroboration_listed: bool,
+    /// The epoch of a create that failed or whose outcome is unknown: the next attempt uses
+    /// it again (see `on_create_epoch`).
+    tried_epoch: Option<u64>,
+    /// The take in progress is cautious (answers MASTER only after `answer_delay`): the cold
+    /// start of a new cluster, and a `--mode master` start taking a released lease it never
+    /// saw unreleased.
+    cautious_take: bool,
+    /// The reason of a held, not yet announced term.
+    promote_reason: String,
     generation: u64,
+}
+
+/// See `Machine::corroboration`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Corroboration {
+    None,
+    Pending(Option<Version>),
+    /// With the time it was complete: evidence is used only while fresh (see
+    /// `corroboration_for`).
+    Done(Option<Version>, Evidence, Nanos),
+}
+
+/// What a fresh listing of `epochs/` and scan of `nodes/` showed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Evidence {
+    /// The highest epoch anywhere (files, records, leases seen).
+    newest: u64,
+    /// Another node whose record changed since this lease version was first read and says
+    /// MASTER: it believes it holds a term the store does not show.
+    live_master: Option<(String, Option<u64>)>,
+}
+
+impl Evidence {
+    /// Whether acting on a lease of `epoch` contradicts nothing: no newer epoch than `floor`
+    /// anywhere and no live master elsewhere. `Err` says what contradicts it.
+    fn allows(&self, epoch: u64, floor: u64) -> Result<(), String> {
+        if let Some((name, e)) = &self.live_master {
+            return Err(format!(
+                "node {name} reports MASTER{} in a record written since",
+                e.map_or(String::new(), |e| format!(" at epoch {e}"))
+            ));
+        }
+        if self.newest > epoch.max(floor) {
+            return Err(format!(
+                "epoch {} exists in epochs/ or a node's record, above the lease's epoch {epoch}",
+                self.newest
+            ));
+        }
+        Ok(())
+    }
 }
 
 const MAX_TRANSITIONS: usize = 200;
@@ -375,6 +478,16 @@ impl Machine {
             exit_after_tasks: false,
             disable_after_tasks: false,
             waiting: None,
+            cluster_version: None,
+            lost: None,
+            saw_lease: false,
+            foreign_max_epoch: 0,
+            records_max_epoch: 0,
+            corroboration: Corroboration::None,
+            corroboration_listed: false,
+            tried_epoch: None,
+            cautious_take: false,
+            promote_reason: String::new(),
             generation: 1,
         };
         m.log(
@@ -402,7 +515,7 @@ impl Machine {
     /// This node's answer at `now`. MASTER only while now < V.
     pub fn state_at(&self, now: Nanos) -> NodeState {
         match &self.term {
-            Some(t) if now < t.deadline => NodeState::Master,
+            Some(t) if t.announced && now < t.deadline => NodeState::Master,
             _ => self.base,
         }
     }
@@ -410,7 +523,7 @@ impl Machine {
     /// The epoch of the term this node holds, while it answers MASTER.
     pub fn master_epoch_at(&self, now: Nanos) -> Option<u64> {
         match &self.term {
-            Some(t) if now < t.deadline => Some(t.epoch),
+            Some(t) if t.announced && now < t.deadline => Some(t.epoch),
             _ => None,
         }
     }
@@ -421,6 +534,9 @@ impl Machine {
         let mut consider = |x: Nanos| t = Some(t.map_or(x, |t| t.min(x)));
         if let Some(term) = &self.term {
             consider(term.deadline);
+            if !term.announced && !term.awaiting_scan {
+                consider(term.from);
+            }
         }
         if let Some(r) = &self.releasing
             && r.hook.is_some()
@@ -799,6 +915,8 @@ impl Machine {
         if self.scan_next_round || self.rounds_since_scan >= self.scan_every() {
             self.scan_next_round = false;
             self.tasks.push_back(Task::Scan);
+            // As often as the scan: is the store still this cluster's, with the same T and ρ?
+            self.tasks.push_back(Task::CheckCluster);
         }
     }
 
@@ -831,8 +949,18 @@ impl Machine {
                 let key = records::node_key(&self.cfg.name);
                 self.issue(now, Purpose::ReadOwnRecord, Op::Read(key))
             }
+            StartStep::Claim(version) => {
+                let key = records::node_key(&self.cfg.name);
+                let rec = self.heartbeat_record(now);
+                let bytes = self.seal(&key, &rec);
+                let op = match version {
+                    None => Op::Create(key, bytes),
+                    Some(v) => Op::Replace(key, bytes, v),
+                };
+                self.issue(now, Purpose::ClaimName, op)
+            }
             StartStep::ModeCheck => {
-                if self.mode == Mode::Master
+                if matches!(self.mode, Mode::Master | Mode::Disabled)
                     && self.obs.as_ref().is_some_and(|o| o.version.is_none())
                     && self.epochs_nonempty.is_none()
                 {
@@ -867,6 +995,36 @@ impl Machine {
                     ));
                 }
                 if let Some(own) = self.retake_candidate() {
+                    // Our own lease is still current as far as the store tells: corroborate
+                    // that first (a rolled-back store shows its old self here).
+                    let key = Some(own.version.clone());
+                    let epoch = own.record.epoch;
+                    match self
+                        .corroboration_for(&key, now.mono)
+                        .map(|ev| ev.allows(epoch, epoch))
+                    {
+                        Some(Ok(())) => {}
+                        Some(Err(why)) => {
+                            self.log(
+                                Level::Error,
+                                format!("not re-taking this node's own lease (epoch {epoch}): {why}; the store may have rolled back"),
+                            );
+                            self.own = None;
+                            return Some(self.issue(
+                                now,
+                                Purpose::ReadLease,
+                                Op::Read(LEASE_KEY.into()),
+                            ));
+                        }
+                        None => {
+                            self.corroborate(key);
+                            return Some(self.issue(
+                                now,
+                                Purpose::ReadLease,
+                                Op::Read(LEASE_KEY.into()),
+                            ));
+                        }
+                    }
                     let mut rec = own.record.clone();
                     rec.renew_seq += 1;
                     rec.written_at_ms = now.wall_ms;
@@ -883,32 +1041,40 @@ impl Machine {
                 Some(self.issue(now, Purpose::ReadLease, Op::Read(LEASE_KEY.into())))
             }
             Task::Heartbeat => {
-                self.hb_seq += 1;
-                let rec = HeartbeatRecord {
-                    format: FORMAT,
-                    cluster_id: self.cluster_id().to_string(),
-                    name: self.cfg.name.clone(),
-                    instance_id: self.cfg.instance_id.clone(),
-                    seq: self.hb_seq,
-                    status: self.state_at(now.mono),
-                    mode: self.mode,
-                    priority: self.priority,
-                    app_version: self.cfg.app_version.clone(),
-                    uri: self.cfg.uri.clone(),
-                    local_timestamp_ms: now.wall_ms,
-                    epoch: self.master_epoch_at(now.mono),
-                    switchover_request: self.switchover_request,
-                    poll_period_ms: Some(self.cfg.poll_period.as_millis() as u64),
-                };
+                let rec = self.heartbeat_record(now);
                 let key = records::node_key(&self.cfg.name);
                 let bytes = self.seal(&key, &rec);
                 Some(self.issue(now, Purpose::Heartbeat, Op::Put(key, bytes)))
             }
             Task::Scan => Some(self.issue(now, Purpose::Scan, Op::ScanNodes)),
+            Task::CheckCluster => {
+                Some(self.issue(now, Purpose::CheckCluster, Op::Read(CLUSTER_KEY.into())))
+            }
+            Task::ClaimFresh => {
+                let (Some(c), Some(v)) = (self.cluster.clone(), self.cluster_version.clone())
+                else {
+                    return None;
+                };
+                let rec = ClusterRecord { fresh: false, ..c };
+                let bytes = self.seal(CLUSTER_KEY, &rec);
+                Some(self.issue(
+                    now,
+                    Purpose::ClaimFresh(rec),
+                    Op::Replace(CLUSTER_KEY.into(), bytes, v),
+                ))
+            }
             Task::ListEpochs => {
                 Some(self.issue(now, Purpose::ListEpochs, Op::List(EPOCHS_PREFIX.into())))
             }
             Task::Take { reason } => {
+                // Allocate on what the store shows now: after a pause the evidence is stale.
+                let version = self.obs.as_ref().and_then(|o| o.version.clone());
+                if self.corroboration_for(&version, now.mono).is_none() {
+                    // Behind the listing and the scan (queued now, or already).
+                    self.corroborate(version);
+                    self.tasks.push_back(Task::Take { reason });
+                    return None;
+                }
                 if let Some(epoch) = self.reusable_epoch() {
                     // Our earlier attempt allocated this epoch and no lease has used it: try
                     // again with it rather than burning a new epoch file on every attempt.
@@ -927,11 +1093,39 @@ impl Machine {
                     .as_ref()
                     .and_then(|o| o.lease.as_ref())
                     .map_or(0, |l| l.epoch);
-                let epoch = (1 + lease_epoch
-                    .max(self.max_epoch_file)
-                    .max(self.max_epoch_seen))
-                .min(records::MAX_EPOCH);
-                self.task_op(now, Task::CreateEpoch { epoch, reason })
+                let highest = lease_epoch.max(self.highest_epoch_known());
+                // An earlier create whose outcome is unknown (or that failed) is tried again
+                // with the same number, even if a listing since showed it: no epoch is burnt
+                // on a failure (the conflict then tells whether the file is ours).
+                let others = lease_epoch
+                    .max(self.max_epoch_seen)
+                    .max(self.records_max_epoch)
+                    .max(self.foreign_max_epoch);
+                if let Some(n) = self.tried_epoch
+                    && n > others
+                    && self.max_epoch_file <= n
+                {
+                    return self.task_op(now, Task::CreateEpoch { epoch: n, reason });
+                }
+                if highest >= records::MAX_EPOCH {
+                    self.log(
+                        Level::Error,
+                        format!(
+                            "no epoch left to allocate: {} is the highest tenure uses ({}), so this cluster cannot elect a master; stop every node, remove {} (garbage, or a writer exhausting the range) and restart them",
+                            records::epoch_key(highest),
+                            records::MAX_EPOCH,
+                            records::epoch_key(highest)
+                        ),
+                    );
+                    return None;
+                }
+                self.task_op(
+                    now,
+                    Task::CreateEpoch {
+                        epoch: highest + 1,
+                        reason,
+                    },
+                )
             }
             Task::CreateEpoch { epoch, reason } => {
                 let prev = self.obs.as_ref().and_then(|o| o.lease.clone());
@@ -973,7 +1167,54 @@ impl Machine {
                 let key = records::node_key(&name);
                 Some(self.issue(now, Purpose::Delete(name), Op::Delete(key)))
             }
+            Task::ReadEpoch(epoch) => Some(self.issue(
+                now,
+                Purpose::ReadEpoch(epoch),
+                Op::Read(records::epoch_key(epoch)),
+            )),
         }
+    }
+
+    /// This node's heartbeat record, with the next sequence number.
+    fn heartbeat_record(&mut self, now: Now) -> HeartbeatRecord {
+        self.hb_seq += 1;
+        HeartbeatRecord {
+            format: FORMAT,
+            cluster_id: self.cluster_id().to_string(),
+            name: self.cfg.name.clone(),
+            instance_id: self.cfg.instance_id.clone(),
+            seq: self.hb_seq,
+            status: self.state_at(now.mono),
+            mode: self.mode,
+            priority: self.priority,
+            app_version: self.cfg.app_version.clone(),
+            uri: self.cfg.uri.clone(),
+            local_timestamp_ms: now.wall_ms,
+            epoch: self.master_epoch_at(now.mono),
+            switchover_request: self.switchover_request,
+            poll_period_ms: Some(self.cfg.poll_period.as_millis() as u64),
+            max_epoch: Some(self.highest_term_known()).filter(|&e| e > 0),
+            heartbeat_timeout_ms: Some(self.cfg.heartbeat_timeout.as_millis() as u64),
+        }
+    }
+
+    /// The highest epoch of a term this node knows of (in a lease, or reported by a record):
+    /// what its heartbeat reports. Epoch files alone are not terms (a take may have failed).
+    fn highest_term_known(&self) -> u64 {
+        self.max_epoch_seen
+            .max(self.foreign_max_epoch)
+            .max(self.records_max_epoch)
+            .max(self.term.as_ref().map_or(0, |t| t.epoch))
+    }
+
+    /// The highest epoch this node knows of: in leases, `epochs/`, and every record it read
+    /// (this cluster's and, from a wiped store's old nodes, other clusters').
+    fn highest_epoch_known(&self) -> u64 {
+        self.max_epoch_seen
+            .max(self.max_epoch_file)
+            .max(self.foreign_max_epoch)
+            .max(self.records_max_epoch)
+            .max(self.term.as_ref().map_or(0, |t| t.epoch))
     }
 
     /// During a release: once the hook is done, write the released lease.
@@ -1020,10 +1261,14 @@ impl Machine {
         match purpose {
             Purpose::ReadCluster => self.on_read_cluster(now, result),
             Purpose::CreateCluster(rec) => self.on_create_cluster(now, rec, result),
+            Purpose::CheckCluster => self.on_check_cluster(now, result),
+            Purpose::ClaimFresh(rec) => self.on_claim_fresh(now, rec, result),
             Purpose::ReadOwnRecord => self.on_read_own(now, result),
+            Purpose::ClaimName => self.on_claim_name(now, result),
             Purpose::ReadLease => self.on_read_lease(now, result),
             Purpose::ListEpochs => self.on_list_epochs(now, result),
             Purpose::CreateEpoch(epoch) => self.on_create_epoch(now, epoch, result),
+            Purpose::ReadEpoch(epoch) => self.on_read_epoch(epoch, result),
             Purpose::WriteLease { kind, record } => {
                 self.on_write_lease(now, started, kind, record, result)
             }
@@ -1077,18 +1322,14 @@ impl Machine {
 
     fn on_read_cluster(&mut self, now: Now, result: OpResult) {
         match result {
-            Ok(OpOutput::Read(ReadResult::Absent)) => {
-                let rec = ClusterRecord {
-                    format: FORMAT,
-                    cluster_id: self.cfg.new_cluster_id.clone(),
-                    heartbeat_timeout_ms: self.cfg.heartbeat_timeout.as_millis() as u64,
-                    clock_drift_ppm: self.cfg.clock_drift_ppm,
-                    created_at: chrono_ms(now.wall_ms),
-                    created_by: self.cfg.name.clone(),
-                };
-                self.pending_cluster = Some((rec, None));
-                self.next_round_at = now.mono;
-            }
+            // A store without cluster.json is never made a cluster by `run`: a mistyped path,
+            // a mount that is not there (the empty directory beneath it) and a wiped store all
+            // look like this, and a cold start there would be a second cluster beside the real
+            // one. Creating a cluster is the operator's explicit step (DESIGN §3.3, §8).
+            Ok(OpOutput::Read(ReadResult::Absent)) => self.exit(
+                1,
+                "the store holds no cluster.json, so it is not a tenure cluster: create a new cluster once with `tenure init` on this --store (and the same --heartbeat-timeout); if this cluster exists already, its store is not mounted here or was wiped — then do not init it, mount or restore it".into(),
+            ),
             Ok(OpOutput::Read(ReadResult::Present(r))) => match records::open_verified::<ClusterRecord>(self.keys(), CLUSTER_KEY, &r.bytes) {
                 Ok((c, Some(Verified::Accepted))) => {
                     let keys = self.keys().expect("a verified record means a keyring");
@@ -1096,7 +1337,7 @@ impl Machine {
                     self.pending_cluster = Some((c, Some(r.version)));
                     self.next_round_at = now.mono;
                 }
-                Ok((c, _)) => self.adopt_cluster(now, c),
+                Ok((c, _)) => self.adopt_cluster(now, c, r.version),
                 Err(OpenError::Unauthentic(e)) => {
                     self.alert(format!("cluster.json is not signed with this node's cluster secret ({e})"));
                     self.exit(
@@ -1120,24 +1361,152 @@ impl Machine {
 
     fn on_create_cluster(&mut self, now: Now, rec: ClusterRecord, result: OpResult) {
         match result {
-            Ok(_) => {
+            Ok(OpOutput::Written(version)) => {
                 self.log(
                     Level::Info,
-                    format!(
-                        "created cluster {} (T={})",
-                        rec.cluster_id,
-                        humanize(self.cfg.heartbeat_timeout)
-                    ),
+                    format!("re-signed cluster.json of cluster {}", rec.cluster_id),
                 );
-                self.adopt_cluster(now, rec);
+                self.adopt_cluster(now, rec, version);
             }
-            // Someone else created it first, or our create may have landed: read it.
+            Ok(_) => self.next_round_at = now.mono,
+            // Someone else re-signed it first, or our write may have landed: read it.
             Err(StoreError::Conflict(_)) => self.next_round_at = now.mono,
-            Err(e) => self.startup_retry(now, "creating cluster.json", &e),
+            Err(e) => self.startup_retry(now, "re-signing cluster.json", &e),
         }
     }
 
-    fn adopt_cluster(&mut self, now: Now, c: ClusterRecord) {
+    /// The periodic re-read of cluster.json (every scan): the store must still show the
+    /// cluster this node joined, with the same T and ρ (DESIGN §3.3, §3.4).
+    fn on_check_cluster(&mut self, now: Now, result: OpResult) {
+        let joined = self.cluster_id().to_string();
+        let problem = match result {
+            Err(e) => {
+                // Storage trouble is handled like any failing call: a master that cannot renew
+                // self-fences; nothing here.
+                self.log(Level::Warn, format!("reading cluster.json failed: {e}"));
+                return;
+            }
+            Ok(OpOutput::Read(ReadResult::Absent)) => {
+                "cluster.json vanished from the store (wiped, or an earlier copy restored)"
+                    .to_string()
+            }
+            Ok(OpOutput::Read(ReadResult::Unreadable { reason, .. })) => {
+                format!("cluster.json became unreadable ({reason})")
+            }
+            Ok(OpOutput::Read(ReadResult::Present(r))) => {
+                match records::open_verified::<ClusterRecord>(self.keys(), CLUSTER_KEY, &r.bytes) {
+                    Ok((c, _)) if c.cluster_id != joined => {
+                        self.lose(now, format!("cluster.json now names cluster {}, not cluster {joined} that this node joined", c.cluster_id));
+                        return self.exit(
+                            1,
+                            format!("the store now belongs to cluster {} (cluster.json was replaced or re-created), not to cluster {joined} that this node joined; restart this node to join it, or restore the store", c.cluster_id),
+                        );
+                    }
+                    Ok((c, _))
+                        if c.heartbeat_timeout_ms
+                            != self.cfg.heartbeat_timeout.as_millis() as u64
+                            || c.clock_drift_ppm != self.cfg.clock_drift_ppm =>
+                    {
+                        let stored = format!(
+                            "--heartbeat-timeout {} --clock-drift {}ppm",
+                            humanize(Duration::from_millis(c.heartbeat_timeout_ms)),
+                            c.clock_drift_ppm
+                        );
+                        self.lose(now, format!("cluster.json now says {stored}"));
+                        return self.exit(
+                            2,
+                            format!("cluster.json now says {stored}, but this node runs with --heartbeat-timeout {} --clock-drift {}ppm: T and ρ are cluster-wide; stopped answering MASTER; restart it with {stored}", humanize(self.cfg.heartbeat_timeout), self.cfg.clock_drift_ppm),
+                        );
+                    }
+                    Ok((c, _)) => {
+                        self.cluster_version = Some(r.version);
+                        self.cluster = Some(c);
+                        if let Some(was) = self.lost.take() {
+                            self.log(Level::Info, format!("the store shows this node's cluster again (it had lost it: {was})"));
+                            if self.base == NodeState::Failed && self.mode.eligible() {
+                                let from = self.state_at(now.mono);
+                                self.base = self.mode.idle_state();
+                                self.transition(
+                                    from,
+                                    self.base,
+                                    None,
+                                    "the store shows this node's cluster again".into(),
+                                );
+                            }
+                            self.bump();
+                        }
+                        return;
+                    }
+                    Err(e) => format!("cluster.json can no longer be used ({e})"),
+                }
+            }
+            Ok(other) => {
+                return self.log(
+                    Level::Error,
+                    format!("internal error: unexpected {other:?} for cluster.json"),
+                );
+            }
+        };
+        self.lose(now, problem);
+    }
+
+    /// The store no longer shows this node's cluster: stop answering MASTER at once and take
+    /// nothing until it does again. Absence is never a new, empty cluster.
+    fn lose(&mut self, now: Now, why: String) {
+        if self.lost.as_deref() == Some(why.as_str()) {
+            return;
+        }
+        self.log(
+            Level::Error,
+            format!("{why}: the store is unavailable to this node, which will not be master until it shows cluster {} again", self.cluster_id()),
+        );
+        self.lost = Some(why.clone());
+        let from = self.state_at(now.mono);
+        if self.term.is_some() {
+            self.term = None;
+        }
+        self.own = None;
+        if self.base != NodeState::Failed || from == NodeState::Master {
+            self.base = NodeState::Failed;
+            self.transition(from, NodeState::Failed, None, why);
+        }
+        self.bump();
+    }
+
+    fn on_claim_fresh(&mut self, now: Now, rec: ClusterRecord, result: OpResult) {
+        match result {
+            Ok(OpOutput::Written(version)) => {
+                self.log(
+                    Level::Info,
+                    "claimed the first term of this new cluster (cleared `fresh` in cluster.json)"
+                        .into(),
+                );
+                self.cluster = Some(rec);
+                self.cluster_version = Some(version);
+                // A store rolled back to before its first term looks fresh too.
+                self.cautious_take = true;
+                self.tasks.push_front(Task::Take {
+                    reason: "cold-start".into(),
+                });
+            }
+            Ok(_) => {}
+            Err(StoreError::Conflict(_)) => {
+                self.log(
+                    Level::Info,
+                    "another node claimed the first term of this cluster; staying standby".into(),
+                );
+                self.tasks.push_front(Task::CheckCluster);
+            }
+            Err(e) => {
+                // Maybe it landed: read cluster.json again before deciding anything.
+                self.log(Level::Warn, format!("claiming the first term failed: {e}"));
+                self.tasks.push_front(Task::CheckCluster);
+            }
+        }
+        let _ = now;
+    }
+
+    fn adopt_cluster(&mut self, now: Now, c: ClusterRecord, version: Version) {
         if c.format != FORMAT {
             return self.exit(1, format!("cluster.json has format {} but this tenure understands format {FORMAT}; upgrade tenure", c.format));
         }
@@ -1163,6 +1532,7 @@ impl Machine {
             );
         }
         self.cluster = Some(c);
+        self.cluster_version = Some(version);
         self.bump();
         self.phase = Phase::Starting(StartStep::Identity(None));
         self.next_round_at = now.mono;
@@ -1174,7 +1544,7 @@ impl Machine {
             _ => None,
         };
         let (version, desc) = match result {
-            Ok(OpOutput::Read(ReadResult::Absent)) => return self.identity_ok(now),
+            Ok(OpOutput::Read(ReadResult::Absent)) => return self.claim_name(now, None),
             Ok(OpOutput::Read(ReadResult::Present(r))) => {
                 match records::open::<HeartbeatRecord>(
                     self.keys(),
@@ -1185,7 +1555,7 @@ impl Machine {
                         if h.status == NodeState::Terminated
                             || h.instance_id == self.cfg.instance_id =>
                     {
-                        return self.identity_ok(now);
+                        return self.claim_name(now, Some(r.version));
                     }
                     Ok(h) => (
                         r.version,
@@ -1224,7 +1594,7 @@ impl Machine {
             Some((v, since)) if v == version => {
                 if now.mono >= since + self.cfg.heartbeat_timeout {
                     self.log(Level::Info, format!("the previous instance of {} stood still for T: taking the name over", self.cfg.name));
-                    self.identity_ok(now);
+                    self.claim_name(now, Some(v));
                 } else {
                     self.phase = Phase::Starting(StartStep::Identity(Some((v, since))));
                     self.next_round_at = now.mono + self.cfg.poll_period;
@@ -1240,10 +1610,42 @@ impl Machine {
         }
     }
 
+    /// Write our own record conditionally (create if absent, else replace on the version
+    /// read): two processes started with one name at the same instant cannot both win.
+    fn claim_name(&mut self, now: Now, version: Option<Version>) {
+        self.phase = Phase::Starting(StartStep::Claim(version));
+        self.next_round_at = now.mono;
+    }
+
+    fn on_claim_name(&mut self, now: Now, result: OpResult) {
+        match result {
+            Ok(_) => self.identity_ok(now),
+            Err(StoreError::Conflict(why)) => self.exit(
+                1,
+                format!(
+                    "duplicate node name: another process wrote nodes/{}.json while this one claimed the name ({why}); two processes run as {} — stop the other one or choose another --node-name",
+                    self.cfg.name, self.cfg.name
+                ),
+            ),
+            Err(e) => {
+                // The claim may have landed: read the record again (ours: claim it again).
+                self.phase = Phase::Starting(StartStep::Identity(None));
+                self.startup_retry(now, "claiming this node's record", &e)
+            }
+        }
+    }
+
     fn identity_ok(&mut self, now: Now) {
         self.stop_waiting();
         self.phase = Phase::Starting(StartStep::ModeCheck);
         self.next_round_at = now.mono;
+    }
+
+    /// The end of a `--mode master` start's privileges (rank 0, a released lease at once, exit
+    /// 1 if the lease is renewed meanwhile): T from its first read, plus the whole round after
+    /// the watched lease expires, so a plain standby cannot win that round.
+    fn master_head_start(&self, now: Now) -> Nanos {
+        now.mono + self.cfg.heartbeat_timeout + self.cfg.poll_period * 2 + self.cfg.storage_timeout
     }
 
     /// Start-up rules of the modes, applied to the first lease read (DESIGN §2).
@@ -1264,19 +1666,10 @@ impl Machine {
                         format!("--mode disabled runs a lone node that reports MASTER, but the store holds an unreleased lease ({who}); use another --store or another mode"),
                     );
                 }
-                self.phase = Phase::Idle;
-                self.term = Some(Term {
-                    epoch: 0,
-                    deadline: Nanos::MAX,
-                });
-                self.base = NodeState::Master;
-                self.transition(
-                    NodeState::Initializing,
-                    NodeState::Master,
-                    None,
-                    "mode disabled: a lone node reports MASTER and writes no records".into(),
-                );
-                return;
+                // A lone node, made safe: it holds the lease like a `--mode master` start (and
+                // never hands it over), so no other node can be master beside it; it reports
+                // MASTER only under the lease's deadline, FAILED otherwise.
+                self.master_start_until = Some(self.master_head_start(now));
             }
             Mode::Standby | Mode::HotStandby if !unreleased && !self.cfg.allow_no_master => {
                 return self.exit(
@@ -1288,7 +1681,7 @@ impl Machine {
                 );
             }
             Mode::Master => {
-                self.master_start_until = Some(now.mono + self.cfg.heartbeat_timeout);
+                self.master_start_until = Some(self.master_head_start(now));
             }
             _ => {}
         }
@@ -1360,6 +1753,9 @@ impl Machine {
                 }
             }
         };
+        if version.is_some() && !self.saw_lease {
+            self.saw_lease = true;
+        }
         let changed = self.obs.as_ref().is_none_or(|o| o.version != version);
         if !changed {
             return;
@@ -1422,6 +1818,8 @@ impl Machine {
             version,
             lease,
             first_returned: now.mono,
+            floor: self.highest_epoch_known(),
+            seqs: None,
         });
         self.bump();
     }
@@ -1440,7 +1838,7 @@ impl Machine {
                     return;
                 }
                 if matches!(self.phase, Phase::Starting(StartStep::ModeCheck)) {
-                    if self.mode == Mode::Master
+                    if matches!(self.mode, Mode::Master | Mode::Disabled)
                         && self.obs.as_ref().is_some_and(|o| o.version.is_none())
                         && self.epochs_nonempty.is_none()
                     {
@@ -1477,6 +1875,9 @@ impl Machine {
                 self.max_epoch_file = self.max_epoch_file.max(max);
                 // Anything in epochs/, even garbage, means the cluster has had a master.
                 self.epochs_nonempty = Some(!keys.is_empty() || self.epochs_nonempty == Some(true));
+                if matches!(self.corroboration, Corroboration::Pending(_)) {
+                    self.corroboration_listed = true;
+                }
                 if matches!(self.phase, Phase::Starting(StartStep::ModeCheck)) {
                     return self.mode_check(now);
                 }
@@ -1497,6 +1898,9 @@ impl Machine {
                     Level::Warn,
                     format!("listing epochs/ failed: {e}; the takeover waits for the next round"),
                 );
+                if matches!(self.corroboration, Corroboration::Pending(_)) {
+                    self.corroboration = Corroboration::None;
+                }
                 // Do not continue a takeover on an unknown epoch.
                 self.tasks.retain(|t| !matches!(t, Task::Take { .. }));
             }
@@ -1509,11 +1913,26 @@ impl Machine {
                 self.max_epoch_file = self.max_epoch_file.max(epoch);
                 self.epochs_nonempty = Some(true);
                 self.allocated_epoch = Some(epoch);
+                self.tried_epoch = None;
+            }
+            Err(StoreError::Conflict(_)) if self.tried_epoch == Some(epoch) => {
+                // Our earlier create of this epoch had an unknown outcome: is the file ours?
+                // (The lease write stays queued behind the answer.)
+                self.tasks.push_front(Task::ReadEpoch(epoch));
             }
             Err(e) => {
-                // Conflict: another node allocated this epoch first, it is taking over. Unknown:
-                // the epoch may be burnt; the next attempt allocates a higher one.
-                self.max_epoch_file = self.max_epoch_file.max(epoch);
+                if !matches!(e, StoreError::Conflict(_)) {
+                    self.tried_epoch = Some(epoch);
+                }
+                // Conflict: another node allocated this epoch first (it is taking over), or an
+                // earlier attempt of ours whose outcome we did not learn landed: the next attempt
+                // allocates a higher one. Any other error: the file was not created as far as
+                // anyone can tell (disk full, permissions) or the outcome is unknown; the next
+                // attempt tries the same number again, so failing writes burn no epochs (an
+                // unknown outcome that landed costs one, at the conflict).
+                if matches!(e, StoreError::Conflict(_)) {
+                    self.max_epoch_file = self.max_epoch_file.max(epoch);
+                }
                 self.tasks.retain(|t| !matches!(t, Task::WriteLease { .. }));
                 let level = if matches!(e, StoreError::Conflict(_)) {
                     Level::Info
@@ -1550,6 +1969,8 @@ impl Machine {
                     version: Some(version),
                     lease: Some(record.clone()),
                     first_returned: now.mono,
+                    floor: self.highest_epoch_known().max(record.epoch),
+                    seqs: None,
                 });
                 self.max_epoch_seen = self.max_epoch_seen.max(record.epoch);
                 self.max_lease_seen = self.max_lease_seen.max((record.epoch, record.renew_seq));
@@ -1569,20 +1990,28 @@ impl Machine {
                     },
                     WriteKind::Take { reason } => {
                         if now.mono < new_deadline && self.releasing.is_none() {
-                            self.promote(now, record.epoch, new_deadline, reason);
+                            let from = if std::mem::take(&mut self.cautious_take) {
+                                now.mono + self.answer_delay()
+                            } else {
+                                now.mono
+                            };
+                            self.promote(now, record.epoch, new_deadline, reason, from);
                         }
                     }
                     WriteKind::Retake => {
                         if now.mono < new_deadline
                             && self.releasing.is_none()
-                            && self.mode.eligible()
+                            && self.may_take()
                             && self.base != NodeState::Failed
+                            && self.lost.is_none()
                         {
+                            let from = now.mono + self.answer_delay();
                             self.promote(
                                 now,
                                 record.epoch,
                                 new_deadline,
                                 "re-took its own current lease after a self-demotion".into(),
+                                from,
                             );
                         }
                     }
@@ -1623,12 +2052,39 @@ impl Machine {
         }
     }
 
+    fn on_read_epoch(&mut self, epoch: u64, result: OpResult) {
+        self.tried_epoch = None;
+        let ours = match &result {
+            Ok(OpOutput::Read(ReadResult::Present(r))) => {
+                records::open::<EpochRecord>(self.keys(), &records::epoch_key(epoch), &r.bytes)
+                    .is_ok_and(|e| e.instance_id == self.cfg.instance_id)
+            }
+            _ => false,
+        };
+        self.max_epoch_file = self.max_epoch_file.max(epoch);
+        self.epochs_nonempty = Some(true);
+        if ours {
+            // It landed: the term goes on with it, no epoch burnt.
+            self.allocated_epoch = Some(epoch);
+        } else {
+            self.tasks.retain(|t| !matches!(t, Task::WriteLease { .. }));
+            self.log(
+                Level::Info,
+                format!(
+                    "epoch {epoch} was allocated by another node; staying {}",
+                    self.base
+                ),
+            );
+        }
+    }
+
     /// A self-demoted node whose own last lease write is still current may re-take it.
     fn retake_candidate(&self) -> Option<OwnLease> {
         if self.term.is_some()
             || self.releasing.is_some()
-            || !self.mode.eligible()
+            || !self.may_take()
             || self.base == NodeState::Failed
+            || self.lost.is_some()
         {
             return None;
         }
@@ -1644,13 +2100,25 @@ impl Machine {
         if self.phase != Phase::Running || self.term.is_some() || self.releasing.is_some() {
             return;
         }
-        if !self.mode.eligible() || self.base == NodeState::Failed {
+        if !self.may_take() || self.base == NodeState::Failed || self.lost.is_some() {
             return;
         }
         let Some(obs) = self.obs.clone() else { return };
-        let t = self.cfg.heartbeat_timeout;
+        if self.tasks.iter().any(|t| {
+            matches!(
+                t,
+                Task::Take { .. } | Task::CreateEpoch { .. } | Task::WriteLease { .. }
+            )
+        }) {
+            // A take is already on its way.
+            return;
+        }
+        let t = self.takeover_timeout(&obs, now.mono);
         let starting_master = self.master_start_until.is_some_and(|u| now.mono < u);
-        let (expiry, reason) = match (&obs.version, &obs.lease) {
+        // The cases in which a node may act without waiting T: a cold start of a store made
+        // by `tenure init`, and a released lease. Both trust the store's memory, so both are
+        // corroborated first (see `corroborate`).
+        let at_once: Option<&str> = match (&obs.version, &obs.lease) {
             (None, _) => match self.epochs_nonempty {
                 None => {
                     if !self.tasks.iter().any(|t| matches!(t, Task::ListEpochs)) {
@@ -1660,33 +2128,51 @@ impl Machine {
                 }
                 // A standby waits for a master (Brooklyn): it is promoted when a master's lease
                 // expires or is released, never by a cold start.
-                Some(false) if matches!(self.mode, Mode::Standby | Mode::HotStandby) => return,
-                Some(false) => (obs.first_returned, "cold-start"),
-                Some(true) => (obs.first_returned + t, "expired"),
+                Some(false)
+                    if self.may_cold_start()
+                        && matches!(self.mode, Mode::Standby | Mode::HotStandby) =>
+                {
+                    return;
+                }
+                Some(false) if self.may_cold_start() => Some("cold-start"),
+                // Absence after presence (a lease or an epoch seen, anywhere), or a store that
+                // `tenure init` did not mark fresh: a version like any other, the T rule.
+                _ => None,
             },
             (Some(_), Some(l)) if l.released => {
                 let mine =
                     l.instance_id == self.cfg.instance_id || self.yielded_epoch == Some(l.epoch);
                 let successor_ok = l.successor.as_ref().is_none_or(|s| *s == self.cfg.name);
-                let at_once = !mine
+                let ok = !mine
                     && successor_ok
                     && (starting_master
                         || (self.last_unreleased_seen == Some(l.epoch)
                             && l.epoch >= self.max_epoch_seen));
-                if at_once {
-                    (
-                        obs.first_returned,
-                        if l.successor.is_some() {
-                            "switchover"
-                        } else {
-                            "released"
-                        },
-                    )
+                ok.then_some(if l.successor.is_some() {
+                    "switchover"
                 } else {
-                    (obs.first_returned + t, "expired")
-                }
+                    "released"
+                })
             }
-            _ => (obs.first_returned + t, "expired"),
+            _ => None,
+        };
+        let lease_epoch = obs.lease.as_ref().map_or(0, |l| l.epoch);
+        let (expiry, reason) = match at_once {
+            Some(r) => match self.corroboration_for(&obs.version, now.mono) {
+                None => return self.corroborate(obs.version.clone()),
+                Some(ev) => match ev.allows(lease_epoch, lease_epoch) {
+                    Ok(()) => (obs.first_returned, r),
+                    Err(why) => {
+                        let level = if obs.version.is_some() {
+                            Level::Error
+                        } else {
+                            Level::Info
+                        };
+                        return self.restart_watch(now, level, why);
+                    }
+                },
+            },
+            None => (obs.first_returned + t, "expired"),
         };
         // Rank among live eligible candidates; the best acts first, each next one p later.
         let rank = if starting_master || reason == "switchover" {
@@ -1709,25 +2195,24 @@ impl Machine {
                     self.bump();
                 }
             } else {
-                let holder = obs
-                    .lease
-                    .as_ref()
-                    .map_or("an unreadable lease".into(), |l| {
-                        format!("the lease of {} epoch {}", l.holder, l.epoch)
-                    });
+                let holder = match &obs.lease {
+                    Some(l) => format!("the lease of {} epoch {}", l.holder, l.epoch),
+                    None if obs.version.is_none() => "the absent lease".into(),
+                    None => "an unreadable lease".into(),
+                };
+                let delay = if rank > 0 {
+                    format!(" plus {rank} poll period(s) of rank delay")
+                } else {
+                    String::new()
+                };
                 self.wait_for(
-                now,
-                format!(
-                    "{holder}, unchanged since this node read it, to stand still for T={}{} before taking it over",
-                    humanize(t),
-                    if rank > 0 {
-                        format!(" plus {rank} poll period(s) of rank delay")
-                    } else {
-                        String::new()
-                    }
-                ),
-                at,
-            );
+                    now,
+                    format!(
+                        "{holder}, unchanged since this node read it, to stand still for T={}{delay} before taking it over",
+                        humanize(t)
+                    ),
+                    at,
+                );
             }
         }
         if now.mono < at {
@@ -1735,35 +2220,200 @@ impl Machine {
             self.election_wake = Some(at);
             return;
         }
+        if reason == "expired" {
+            // The T rule trusts that the version seen again is the one seen at r: corroborate
+            // that no term began meanwhile (a store that lost writes can show an old copy).
+            match self.corroboration_for(&obs.version, now.mono) {
+                None => return self.corroborate(obs.version.clone()),
+                Some(ev) => {
+                    if let Err(why) = ev.allows(lease_epoch, obs.floor) {
+                        return self.restart_watch(now, Level::Warn, why);
+                    }
+                }
+            }
+        }
+        if reason == "cold-start" {
+            // Exactly one node clears `fresh`; it alone cold-starts (see on_claim_fresh).
+            if !self.tasks.iter().any(|t| matches!(t, Task::ClaimFresh)) {
+                self.log(
+                    Level::Info,
+                    "a new cluster (made by tenure init) with no term yet: claiming the first term"
+                        .into(),
+                );
+                self.tasks.push_front(Task::ClaimFresh);
+            }
+            return;
+        }
         let why = match reason {
             "expired" => format!(
-                "the lease (holder {}) stood still for T={} since this node first read it",
-                obs.lease.as_ref().map_or("unknown".into(), |l| format!(
-                    "{} epoch {}",
-                    l.holder, l.epoch
-                )),
+                "the lease ({}) stood still for T={} since this node first read it",
+                match (&obs.lease, &obs.version) {
+                    (Some(l), _) => format!("holder {} epoch {}", l.holder, l.epoch),
+                    (None, None) => "absent".into(),
+                    (None, Some(_)) => "unreadable".into(),
+                },
                 humanize(t)
             ),
             "released" => format!(
                 "the master {} released the lease",
                 obs.lease.as_ref().map_or("?".into(), |l| l.holder.clone())
             ),
-            "switchover" => "planned switchover to this node".into(),
-            _ => "cold start: no lease and no epochs yet".into(),
+            _ => "planned switchover to this node".into(),
         };
         self.log(
             Level::Info,
             format!("standing for election (rank {rank}): {why}"),
         );
+        // A `--mode master` start taking a released lease it never saw unreleased trusts the
+        // store's memory more than a standby does: it answers MASTER a little later.
+        self.cautious_take = (reason == "released"
+            && obs
+                .lease
+                .as_ref()
+                .is_some_and(|l| self.last_unreleased_seen != Some(l.epoch)))
+            // An absent or unusable lease replaced after T: the store lost or garbled it, and
+            // may have lost a term just begun with it.
+            || obs.lease.is_none();
         self.tasks.push_front(Task::Take {
             reason: reason.to_string(),
         });
-        if self.reusable_epoch().is_none()
-            && (self.epochs_nonempty.is_none() || reason != "cold-start")
-        {
-            // Learn the highest allocated epoch before allocating the next.
-            self.tasks.push_front(Task::ListEpochs);
+        // The corroboration just listed epochs/ and scanned every node's record, so the
+        // epoch allocated next is above every epoch anywhere (epochs never go back, even when
+        // the store has lost its epochs/).
+    }
+
+    /// Something newer than the lease exists: a term began while this node watched, or the
+    /// lease is an old copy written back. Nobody takes it at once; the T rule starts over from
+    /// now, with what is now known as the floor.
+    fn restart_watch(&mut self, now: Now, level: Level, why: String) {
+        if level != Level::Info {
+            self.log(
+                level,
+                format!("not taking the lease now: {why}. The store may have lost writes (a rollback, a restored snapshot, a wipe) or an old lease was written back; the lease is watched for T again from now, like a dead one"),
+            );
         }
+        let floor = self.highest_epoch_known();
+        if let Some(o) = self.obs.as_mut() {
+            o.first_returned = now.mono;
+            o.floor = floor;
+            o.seqs = None;
+        }
+        self.corroboration = Corroboration::None;
+        self.tasks.retain(|t| !matches!(t, Task::Take { .. }));
+        self.stop_waiting();
+    }
+
+    /// Whether this node may hold the lease: the eligible modes, and a lone `--mode
+    /// disabled` node (which takes the lease like `--mode master`, so that no other node can
+    /// become master beside it).
+    fn may_take(&self) -> bool {
+        self.mode.eligible() || (self.mode == Mode::Disabled && self.cfg.mode == Mode::Disabled)
+    }
+
+    /// An absent lease is a cold start only on a store that `tenure init` made (and nobody
+    /// has claimed since), and only for a node that has seen no sign of an earlier term: no
+    /// lease ever, no epoch file, no record reporting an epoch.
+    fn may_cold_start(&self) -> bool {
+        !self.saw_lease
+            && self.highest_epoch_known() == 0
+            && self.epochs_nonempty == Some(false)
+            && self.cluster.as_ref().is_some_and(|c| c.fresh)
+    }
+
+    /// How long a lease version must stand still before this node may take it: T, or the
+    /// larger T of the holder (in the lease) or of any live node (in its record), so that a
+    /// node started with another T than its peers never takes over early.
+    fn takeover_timeout(&self, obs: &LeaseObs, now: Nanos) -> Duration {
+        let ms = |v: Option<u64>| Duration::from_millis(v.unwrap_or(0));
+        let mut t = self.cfg.heartbeat_timeout;
+        if let Some(l) = &obs.lease {
+            t = t.max(ms(l.heartbeat_timeout_ms));
+        }
+        for tr in self.nodes.values() {
+            let theirs = ms(tr.record.heartbeat_timeout_ms);
+            if now < tr.last_change + theirs.max(self.cfg.heartbeat_timeout) {
+                t = t.max(theirs);
+            }
+        }
+        t
+    }
+
+    /// The verdict of a finished corroboration of this lease version, if there is one.
+    /// Evidence older than a poll period and a storage call (the node was paused, say) is
+    /// gathered again: a take acts on what the store shows now.
+    fn corroboration_for(&self, version: &Option<Version>, now: Nanos) -> Option<Evidence> {
+        match &self.corroboration {
+            Corroboration::Done(v, evidence, at)
+                if v == version && now < *at + self.cfg.poll_period + self.cfg.storage_timeout =>
+            {
+                Some(evidence.clone())
+            }
+            _ => None,
+        }
+    }
+
+    /// Before trusting the store's memory (an at-once take, a re-take of our own lease), list
+    /// `epochs/` and scan `nodes/` again: a store that rolled back, was wiped, or had an old
+    /// record written back shows a newer epoch there than in the lease (DESIGN §3.5).
+    fn corroborate(&mut self, version: Option<Version>) {
+        if self.corroboration == Corroboration::Pending(version.clone())
+            && self
+                .tasks
+                .iter()
+                .any(|t| matches!(t, Task::ListEpochs | Task::Scan))
+        {
+            return;
+        }
+        self.corroboration = Corroboration::Pending(version);
+        self.corroboration_listed = false;
+        self.tasks.push_front(Task::Scan);
+        self.tasks.push_front(Task::ListEpochs);
+    }
+
+    /// Called when a scan finished: a pending corroboration whose listing is in gets its
+    /// verdict.
+    fn finish_corroboration(&mut self, now: Now) {
+        let Corroboration::Pending(version) = self.corroboration.clone() else {
+            return;
+        };
+        if !self.corroboration_listed {
+            // The listing failed or came first from another task: ask again.
+            self.corroboration = Corroboration::None;
+            return;
+        }
+        let seqs = self
+            .obs
+            .as_ref()
+            .filter(|o| o.version == version)
+            .and_then(|o| o.seqs.clone())
+            .unwrap_or_default();
+        let live_master = self
+            .nodes
+            .values()
+            .find(|tr| {
+                tr.record.name != self.cfg.name
+                    && tr.record.status == NodeState::Master
+                    // Twice: a master that died may have written one more heartbeat after
+                    // its last renewal (the same round), a live one writes one every round.
+                    && seqs
+                        .get(&tr.record.name)
+                        .is_some_and(|&seq| tr.record.seq >= seq + 2)
+            })
+            .map(|tr| (tr.record.name.clone(), tr.record.epoch));
+        // Epoch files this node allocated (or tried to) are no sign of another term.
+        let own_file = Some(self.max_epoch_file) == self.allocated_epoch
+            || Some(self.max_epoch_file) == self.tried_epoch;
+        let files = if own_file { 0 } else { self.max_epoch_file };
+        let evidence = Evidence {
+            newest: self
+                .max_epoch_seen
+                .max(self.records_max_epoch)
+                .max(self.foreign_max_epoch)
+                .max(files),
+            live_master,
+        };
+        self.corroboration = Corroboration::Done(version, evidence, now.mono);
+        self.decide(now);
     }
 
     /// An epoch this instance allocated (its `epochs/<n>.json` names us) that no lease carries
@@ -1791,6 +2441,7 @@ impl Machine {
             successor: None,
             holder_uri: self.cfg.uri.clone(),
             written_at_ms: now.wall_ms,
+            heartbeat_timeout_ms: Some(self.cfg.heartbeat_timeout.as_millis() as u64),
         }
     }
 
@@ -1841,7 +2492,9 @@ impl Machine {
                 state: r.status,
                 name: name.clone(),
             };
-            if c.better_than(&me) {
+            // A live `--mode master` starter goes first: the operator asked for it.
+            let master_start = r.mode == Mode::Master && self.mode != Mode::Master;
+            if master_start || c.better_than(&me) {
                 better += 1;
             }
         }
@@ -1863,22 +2516,99 @@ impl Machine {
         now < tr.last_change + t && self.last_scan.is_none_or(|s| s < tr.last_change + silence)
     }
 
-    fn promote(&mut self, now: Now, epoch: u64, deadline: Nanos, reason: String) {
-        let from = self.state_at(now.mono);
-        self.term = Some(Term { epoch, deadline });
+    /// Holds the lease from now; answers MASTER from `from` (now, unless a cautious take).
+    fn promote(&mut self, now: Now, epoch: u64, deadline: Nanos, reason: String, from: Nanos) {
+        self.term = Some(Term {
+            epoch,
+            deadline,
+            from,
+            announced: false,
+            check_records: from > now.mono,
+            awaiting_scan: false,
+        });
         self.master_start_until = None;
         self.switchover_request = None;
         self.waiting = None;
         self.base = self.mode.idle_state();
         self.bump();
+        self.promote_reason = reason;
+        if from > now.mono {
+            self.log(
+                Level::Info,
+                format!(
+                    "holds the lease at epoch {epoch} ({}); answers MASTER in {}, once any other master's next renewal has failed (a store that lost writes may still show an older term to it)",
+                    self.promote_reason,
+                    humanize(from.since(now.mono))
+                ),
+            );
+        }
+        self.announce(now.mono);
+    }
+
+    /// A held term becomes MASTER answers (and the promotion transition) at its `from`.
+    fn announce(&mut self, now: Nanos) {
+        let Some(t) = self.term.as_mut() else { return };
+        if t.announced || now < t.from || now >= t.deadline {
+            return;
+        }
+        if t.check_records {
+            let epoch = t.epoch;
+            if self.last_scan.is_none_or(|s| s < t.from) {
+                // Once: if that scan fails, a round's own scan serves later.
+                if !t.awaiting_scan {
+                    t.awaiting_scan = true;
+                    if !self.tasks.iter().any(|t| matches!(t, Task::Scan)) {
+                        self.tasks.push_front(Task::Scan);
+                    }
+                }
+                return;
+            }
+            if self.records_max_epoch.max(self.foreign_max_epoch) >= epoch {
+                self.log(
+                    Level::Error,
+                    format!("another node reports epoch {} (at or above this term's {epoch}): the store lost the writes of a term; giving this one up unannounced, the lease is taken again after T with a higher epoch", self.records_max_epoch.max(self.foreign_max_epoch)),
+                );
+                self.term = None;
+                self.own = None;
+                self.bump();
+                return;
+            }
+            if let Some(t) = self.term.as_mut() {
+                t.check_records = false;
+            }
+        }
+        let Some(t) = self.term.as_mut() else { return };
+        t.announced = true;
+        let (epoch, deadline) = (t.epoch, t.deadline);
+        let from = self.base;
+        let reason = std::mem::take(&mut self.promote_reason);
+        self.bump();
         self.transition(
             from,
             NodeState::Master,
             Some(epoch),
-            format!("promoted to MASTER at epoch {epoch} ({reason}); answers MASTER until {} from now unless renewed", humanize(deadline.since(now.mono))),
+            format!("promoted to MASTER at epoch {epoch} ({reason}); answers MASTER until {} from now unless renewed", humanize(deadline.since(now))),
         );
         // Tell the others at once: their /ha/states and X-HA-Epoch should not lag a poll.
         self.tasks.push_front(Task::Heartbeat);
+    }
+
+    /// How long a cautious take waits before it answers MASTER: the longest poll period of a
+    /// live node plus a storage deadline and the answer margin. Any other node that still
+    /// believes it is master (the store lost the writes that made it so) sends its next
+    /// renewal within its poll period, which then fails on our write and demotes it.
+    fn answer_delay(&self) -> Duration {
+        let mut p = self.cfg.poll_period;
+        for tr in self.nodes.values() {
+            if let Some(ms) = tr.record.poll_period_ms {
+                p = p.max(Duration::from_millis(ms).min(self.cfg.heartbeat_timeout));
+            }
+        }
+        let storage = self
+            .cfg
+            .storage_timeout
+            .max(Config::default_storage_timeout(p));
+        p + storage + crate::config::ANSWER_MARGIN
     }
 
     /// Stop answering MASTER (if still) and report the transition.
@@ -1887,12 +2617,24 @@ impl Machine {
     fn demote(&mut self, reason: String) {
         let Some(term) = self.term.take() else { return };
         self.bump();
+        if !term.announced {
+            // Never answered MASTER: nothing to report as a transition.
+            self.log(
+                Level::Info,
+                format!(
+                    "gave up epoch {} before answering MASTER: {reason}",
+                    term.epoch
+                ),
+            );
+            return;
+        }
         let to = self.base;
         self.transition(NodeState::Master, to, Some(term.epoch), reason);
         self.tasks.push_front(Task::Heartbeat);
     }
 
     fn check_deadline(&mut self, now: Nanos) {
+        self.announce(now);
         if let Some(t) = &self.term
             && now >= t.deadline
             && t.deadline != Nanos::MAX
@@ -1922,10 +2664,15 @@ impl Machine {
             AfterRelease::Disable => NodeState::Failed,
         };
         // First stop answering MASTER (V := now), then the hook, then the released write.
+        let was = if term.announced {
+            NodeState::Master
+        } else {
+            self.base
+        };
         self.base = to;
         self.bump();
         let hook = self.transition(
-            NodeState::Master,
+            was,
             to,
             Some(term.epoch),
             format!(
@@ -1997,7 +2744,14 @@ impl Machine {
                     format!("internal error: unexpected {other:?} for a scan"),
                 );
             }
-            Err(e) => return self.log(Level::Warn, format!("reading nodes/ failed: {e}")),
+            Err(e) => {
+                if matches!(self.corroboration, Corroboration::Pending(_)) {
+                    self.corroboration = Corroboration::None;
+                    // No take on what could not be corroborated: the next round tries again.
+                    self.tasks.retain(|t| !matches!(t, Task::Take { .. }));
+                }
+                return self.log(Level::Warn, format!("reading nodes/ failed: {e}"));
+            }
         };
         self.last_scan = Some(now.mono);
         self.rounds_since_scan = 0;
@@ -2022,6 +2776,12 @@ impl Machine {
                             continue;
                         }
                         Ok(h) if h.cluster_id != cluster_id => {
+                            // A wiped store's old nodes: not ours, but a new term is numbered
+                            // above what they report, so the fencing token never goes back.
+                            let theirs = h.max_epoch.max(h.epoch).unwrap_or(0);
+                            if theirs <= records::MAX_EPOCH {
+                                self.foreign_max_epoch = self.foreign_max_epoch.max(theirs);
+                            }
                             self.note_bad(
                                 &key,
                                 format!("the record belongs to cluster {}", h.cluster_id),
@@ -2058,6 +2818,10 @@ impl Machine {
                 self.bump();
             }
             seen.insert(name.clone());
+            let reported = record.max_epoch.max(record.epoch).unwrap_or(0);
+            if name != self.cfg.name && reported <= records::MAX_EPOCH {
+                self.records_max_epoch = self.records_max_epoch.max(reported);
+            }
             if name == self.cfg.name && record.instance_id != self.cfg.instance_id {
                 // Our own record is tracked (for /ha/states) only while it is ours.
                 self.log(
@@ -2097,9 +2861,11 @@ impl Machine {
         if self.nodes.len() != before {
             self.bump();
         }
-        // A planned switchover: a live, eligible node asks for our epoch.
+        // A planned switchover: a live, eligible node asks for our epoch. (A lone `--mode
+        // disabled` node never hands over.)
         if let Some(term) = &self.term
             && self.releasing.is_none()
+            && self.mode != Mode::Disabled
         {
             let epoch = term.epoch;
             let t = self.cfg.heartbeat_timeout;
@@ -2126,6 +2892,20 @@ impl Machine {
                 );
             }
         }
+        // A cautious take waiting for this scan may announce now.
+        self.announce(now.mono);
+        // The first scan of a watch records where every node's record stood.
+        if let Some(o) = self.obs.as_mut()
+            && o.seqs.is_none()
+        {
+            o.seqs = Some(
+                self.nodes
+                    .iter()
+                    .map(|(n, tr)| (n.clone(), tr.record.seq))
+                    .collect(),
+            );
+        }
+        self.finish_corroboration(now);
     }
 
     fn note_bad(&mut self, key: &str, reason: String) {
@@ -2343,7 +3123,11 @@ impl Machine {
             priority: self.priority,
             app_version: self.cfg.app_version.clone(),
             base_state: self.base,
-            master_until: self.term.as_ref().map(|t| t.deadline),
+            master_until: self
+                .term
+                .as_ref()
+                .filter(|t| t.announced)
+                .map(|t| t.deadline),
             own_epoch: self.term.as_ref().map(|t| t.epoch),
             lease,
             nodes,

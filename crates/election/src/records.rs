@@ -45,6 +45,50 @@ pub struct ClusterRecord {
     pub clock_drift_ppm: u32,
     pub created_at: String,
     pub created_by: String,
+    /// Written by `tenure init`: no term has begun yet, so the first node may cold-start at
+    /// once. The first taker clears it (a conditional replace) before its term, so a store
+    /// that later loses its lease and `epochs/` never looks brand new again (DESIGN §3.3).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub fresh: bool,
+}
+
+/// The bytes `tenure init` writes to `cluster.json` for a new cluster (signed when `keys`).
+pub fn init_cluster_bytes(
+    keys: Option<&Keyring>,
+    cluster_id: &str,
+    heartbeat_timeout: std::time::Duration,
+    clock_drift_ppm: u32,
+) -> Vec<u8> {
+    let rec = ClusterRecord::new_fresh(
+        cluster_id.to_string(),
+        heartbeat_timeout,
+        clock_drift_ppm,
+        "tenure init".into(),
+        0,
+    );
+    seal(keys, CLUSTER_KEY, &rec)
+}
+
+impl ClusterRecord {
+    /// The record `tenure init` writes: a new cluster id, T and ρ, and `fresh`.
+    pub fn new_fresh(
+        cluster_id: String,
+        heartbeat_timeout: std::time::Duration,
+        clock_drift_ppm: u32,
+        created_by: String,
+        now_ms: i64,
+    ) -> ClusterRecord {
+        ClusterRecord {
+            format: FORMAT,
+            cluster_id,
+            heartbeat_timeout_ms: heartbeat_timeout.as_millis() as u64,
+            clock_drift_ppm,
+            created_at: chrono::DateTime::from_timestamp_millis(now_ms)
+                .map_or_else(|| now_ms.to_string(), |d| d.to_rfc3339()),
+            created_by,
+            fresh: true,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -66,6 +110,10 @@ pub struct LeaseRecord {
     pub holder_uri: String,
     /// Holder's wall clock, ms since the Unix epoch (informational).
     pub written_at_ms: i64,
+    /// The holder's T. A taker waits for the larger of its own T and this, so a node started
+    /// with another T (cluster.json edited under a running cluster) never takes over early.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heartbeat_timeout_ms: Option<u64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -111,6 +159,15 @@ pub struct HeartbeatRecord {
     /// silent node from a slow one. Absent in records of older versions.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub poll_period_ms: Option<u64>,
+    /// The highest epoch this node has seen (in a lease, `epochs/`, or another node's record):
+    /// a new term is numbered above every epoch a live node reports, so epochs never go back,
+    /// even after the store lost its `epochs/` (wiped, rolled back).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_epoch: Option<u64>,
+    /// The writer's T: a node never takes over before the largest T of the live nodes has
+    /// passed (see `LeaseRecord::heartbeat_timeout_ms`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heartbeat_timeout_ms: Option<u64>,
 }
 
 /// Parse a record (no secret configured: any MAC field is ignored).
@@ -268,6 +325,7 @@ mod tests {
             successor: None,
             holder_uri: "http://127.0.0.1:1".into(),
             written_at_ms: 5,
+            heartbeat_timeout_ms: None,
         }
     }
 

@@ -182,13 +182,23 @@ async fn watch_pair(
     None
 }
 
+/// A store as `tenure init` leaves it: `cluster.json` with T, no term yet.
+fn initialized_store() -> MemoryStore {
+    let store = MemoryStore::new();
+    let bytes = tenure_election::records::init_cluster_bytes(None, "c", T, 10_000);
+    store
+        .create(tenure_election::records::CLUSTER_KEY, &bytes)
+        .unwrap();
+    store
+}
+
 fn no_hooks() -> Arc<dyn Hooks> {
     Arc::new(tenure_election::driver::NoHooks)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_master_whose_storage_hangs_fences_itself_and_a_standby_takes_over() {
-    let store = MemoryStore::new();
+    let store = initialized_store();
     let bus = Bus::default();
     let a = start("a", &store, &bus, no_hooks());
     let t = watch_pair(&a, &a, T * 3, |s, _| s == NodeState::Master).await;
@@ -245,7 +255,7 @@ async fn a_master_whose_storage_hangs_fences_itself_and_a_standby_takes_over() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn graceful_shutdown_hands_over_within_a_poll_period_after_the_demote_hook() {
-    let store = MemoryStore::new();
+    let store = initialized_store();
     let bus = Bus::default();
     let seen = Arc::new(Mutex::new(Vec::new()));
     let hooks: Arc<dyn Hooks> = Arc::new(CheckingHooks {

@@ -79,6 +79,7 @@ fn failed_takeovers_reuse_the_allocated_epoch() {
         clock_drift_ppm: 10_000,
         created_at: "2026-11-22T00:00:00Z".into(),
         created_by: "a".into(),
+        fresh: false,
     };
     store
         .create(records::CLUSTER_KEY, &records::encode(&cluster))
@@ -94,6 +95,7 @@ fn failed_takeovers_reuse_the_allocated_epoch() {
         successor: None,
         holder_uri: "http://127.0.0.1:1".into(),
         written_at_ms: 0,
+        heartbeat_timeout_ms: None,
     };
     store.create(LEASE_KEY, &records::encode(&lease)).unwrap();
     store.create(&records::epoch_key(5), b"{}").unwrap();

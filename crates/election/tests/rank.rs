@@ -9,8 +9,9 @@ use std::time::Duration;
 use tenure_election::config::Config;
 use tenure_election::driver::execute;
 use tenure_election::machine::{Event, Machine, Now, Request};
+use tenure_election::records;
 use tenure_election::{Nanos, NodeState};
-use tenure_persistence::MemoryStore;
+use tenure_persistence::{MemoryStore, Store};
 
 const MS: u64 = 1_000_000;
 const STEP_MS: u64 = 5;
@@ -43,7 +44,13 @@ struct Cluster {
 impl Cluster {
     fn new() -> Cluster {
         Cluster {
-            store: MemoryStore::new(),
+            store: {
+                // As `tenure init` leaves a store: cluster.json, no term yet.
+                let store = MemoryStore::new();
+                let bytes = records::init_cluster_bytes(None, "c", T, 10_000);
+                store.create(records::CLUSTER_KEY, &bytes).unwrap();
+                store
+            },
             nodes: Vec::new(),
             t_ms: 0,
         }

@@ -33,10 +33,24 @@ const MS: u64 = 1_000_000;
 struct SimStore {
     map: BTreeMap<String, (Vec<u8>, u64)>,
     counter: u64,
+    /// Copies of `map` for the store-memory faults.
+    saved: HashMap<u64, BTreeMap<String, (Vec<u8>, u64)>>,
+    /// The operator's backup of cluster.json: its latest content.
+    cluster_backup: Option<(Vec<u8>, u64)>,
 }
 
 impl SimStore {
     fn apply(&mut self, op: &Op) -> OpResult {
+        let r = self.apply_op(op);
+        if r.is_ok()
+            && matches!(op, Op::Create(k, _) | Op::Replace(k, _, _) | Op::Put(k, _) if k == records::CLUSTER_KEY)
+        {
+            self.cluster_backup = self.map.get(records::CLUSTER_KEY).cloned();
+        }
+        r
+    }
+
+    fn apply_op(&mut self, op: &Op) -> OpResult {
         let version = |n: u64| Version(format!("v{n}"));
         Ok(match op {
             Op::Read(k) => OpOutput::Read(match self.map.get(k) {
@@ -166,6 +180,25 @@ enum Ev {
     Forge {
         kind: u32,
     },
+    /// The store's memory: copy it now (into slot `slot`) ...
+    SaveStore {
+        slot: u64,
+    },
+    /// ... and later write it all back (a restored snapshot, a failover to a lagging replica),
+    /// or only its lease (a lease record written back), or wipe everything and restore only
+    /// cluster.json from the copy (the operator's repair of a wiped store).
+    RestoreStore {
+        slot: u64,
+        what: Restore,
+    },
+    Wipe,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Restore {
+    All,
+    Lease,
+    ClusterFile,
 }
 
 struct InFlight {
@@ -257,7 +290,6 @@ impl Sim {
             priority: rng.random_range(0..2),
             app_version: None,
             allow_no_master: true,
-            new_cluster_id: format!("cluster-{}", rng.random::<u32>()),
             keys: self.keys.clone(),
         }
     }
@@ -479,7 +511,13 @@ impl Sim {
     }
 
     fn fail(&mut self, msg: String) {
-        let tail: Vec<String> = self.log.iter().rev().take(60).rev().cloned().collect();
+        // The last 60 lines, or all of them with TENURE_SIM_FULL_LOG set.
+        let keep = if std::env::var_os("TENURE_SIM_FULL_LOG").is_some() {
+            usize::MAX
+        } else {
+            60
+        };
+        let tail: Vec<String> = self.log.iter().rev().take(keep).rev().cloned().collect();
         panic!("{msg} at t={}ms\n{}", self.t / MS, tail.join("\n"));
     }
 
@@ -489,7 +527,6 @@ impl Sim {
         for (i, n) in self.nodes.iter().enumerate() {
             if let Some(m) = &n.machine
                 && m.state_at(n.local(self.t)) == NodeState::Master
-                && m.config().mode != Mode::Disabled
             {
                 masters.push((i, m.master_epoch_at(n.local(self.t))));
             }
@@ -659,6 +696,43 @@ impl Sim {
                 }
             }
             Ev::Forge { kind } => self.forge(kind),
+            Ev::SaveStore { slot } => {
+                // A copy of a store that has lost its cluster.json (taken inside another
+                // fault's wipe) would be no backup: nobody restores from it.
+                if self.store.map.contains_key(records::CLUSTER_KEY) {
+                    let copy = self.store.map.clone();
+                    self.store.saved.insert(slot, copy);
+                }
+            }
+            Ev::Wipe => self.store.map.clear(),
+            Ev::RestoreStore { slot, what } => {
+                let copy = self.store.saved.get(&slot).cloned().unwrap_or_default();
+                if copy.is_empty() && !matches!(what, Restore::ClusterFile) {
+                    return;
+                }
+                if self.verbose {
+                    self.log
+                        .push(format!("{:>8}ms store: restore {what:?}", self.t / MS));
+                }
+                // Restored bytes keep their old versions: the directory store's version is the
+                // record's own content, so a copy written back is indistinguishable from it.
+                match what {
+                    Restore::All => self.store.map = copy,
+                    Restore::Lease => match copy.get(LEASE_KEY) {
+                        Some(v) => {
+                            self.store.map.insert(LEASE_KEY.into(), v.clone());
+                        }
+                        None => {
+                            self.store.map.remove(LEASE_KEY);
+                        }
+                    },
+                    Restore::ClusterFile => {
+                        if let Some(v) = self.store.cluster_backup.clone() {
+                            self.store.map.insert(records::CLUSTER_KEY.into(), v);
+                        }
+                    }
+                }
+            }
             Ev::SetFault { node, fault } => {
                 let old = self.nodes[node].fault;
                 self.nodes[node].fault = fault;
@@ -703,6 +777,7 @@ impl Sim {
             successor: released.then(|| name.clone()),
             holder_uri: format!("sim://{victim}"),
             written_at_ms: 0,
+            heartbeat_timeout_ms: None,
         };
         let (key, bytes) = match kind % 6 {
             // An unsigned lease naming a live node, a higher epoch, released to that node.
@@ -808,6 +883,9 @@ struct Params {
     duration_s: u64,
     /// Give the cluster a secret and add a forger to the faults.
     forger: bool,
+    /// Add faults of the store's memory: rollbacks to an earlier copy, a lease written back,
+    /// a wipe (cluster.json restored later from a backup).
+    store_faults: bool,
 }
 
 fn liveness_bound(sim: &Sim, n: usize) -> u64 {
@@ -830,6 +908,7 @@ struct FaultCounts {
     shutdowns: u64,
     operator: u64,
     forgeries: u64,
+    store_memory: u64,
 }
 
 fn simulate(seed: u64, params: &Params, verbose: bool) -> (u64, Option<u64>, FaultCounts) {
@@ -865,6 +944,11 @@ fn simulate(seed: u64, params: &Params, verbose: bool) -> (u64, Option<u64>, Fau
             .then(|| Arc::new(Keyring::new(b"the-cluster-secret-0123", None).unwrap())),
         written: Vec::new(),
     };
+    // The store as `tenure init` leaves it: cluster.json with T, no term yet.
+    let init = records::init_cluster_bytes(sim.keys.as_deref(), "cluster-sim", t, drift_ppm);
+    sim.store
+        .apply(&Op::Create(records::CLUSTER_KEY.into(), init))
+        .unwrap();
     for i in 0..params.nodes {
         // Node 0 is always auto: standby modes never win a cold start.
         let mode = if i > 0 && rng.random_ratio(1, 8) {
@@ -908,6 +992,8 @@ fn simulate(seed: u64, params: &Params, verbose: bool) -> (u64, Option<u64>, Fau
         let node = rng.random_range(0..params.nodes);
         let kind = if params.forger && rng.random_ratio(1, 3) {
             9
+        } else if params.store_faults && rng.random_ratio(1, 2) {
+            10
         } else {
             rng.random_range(0..9)
         };
@@ -961,6 +1047,33 @@ fn simulate(seed: u64, params: &Params, verbose: bool) -> (u64, Option<u64>, Fau
                 sim.push(back, Ev::Restart { node });
                 back + tt + p.as_nanos() as u64
             }
+            10 => {
+                // The store loses memory: a copy taken now is written back later (all of it or
+                // only the lease), or the store is wiped and cluster.json restored later.
+                // Half the time the master is paused across it (a frozen VM and a restored
+                // snapshot). Recovery: the T rule from the restore, plus its rounds.
+                let slot = at;
+                let gap = rng.random_range(p.as_nanos() as u64..2 * tt);
+                sim.push(at, Ev::SaveStore { slot });
+                let restore = at + gap;
+                let what = match rng.random_range(0..3) {
+                    0 => Restore::All,
+                    1 => Restore::Lease,
+                    _ => {
+                        let wipe = at + rng.random_range(0..gap);
+                        sim.push(wipe, Ev::Wipe);
+                        Restore::ClusterFile
+                    }
+                };
+                sim.push(restore, Ev::RestoreStore { slot, what });
+                if rng.random_bool(0.5) {
+                    let dur = rng.random_range(gap / 2..gap + tt);
+                    sim.push(at + gap / 4, Ev::Pause { node, dur });
+                    restore.max(at + gap / 4 + dur) + 2 * tt + 4 * p.as_nanos() as u64
+                } else {
+                    restore + 2 * tt + 4 * p.as_nanos() as u64
+                }
+            }
             9 => {
                 // A burst of forged or replayed records; recovery may take T from the last.
                 let burst = rng.random_range(1..4u64);
@@ -994,6 +1107,7 @@ fn simulate(seed: u64, params: &Params, verbose: bool) -> (u64, Option<u64>, Fau
             3..=6 => counts.storage += 1,
             7 => counts.shutdowns += 1,
             9 => counts.forgeries += 1,
+            10 => counts.store_memory += 1,
             _ => counts.operator += 1,
         }
         last_end = last_end.max(end);
@@ -1003,12 +1117,18 @@ fn simulate(seed: u64, params: &Params, verbose: bool) -> (u64, Option<u64>, Fau
     let end = last_end + bound + 2 * tt;
     // Run, resolving "current incarnation" requests as they come.
     let mut same_instant = 0u32;
+    let mut total_events = 0u64;
     while let Some(Reverse((at, seq))) = sim.queue.peek().copied() {
         if at > end {
             break;
         }
         sim.queue.pop();
         same_instant = if at == sim.t { same_instant + 1 } else { 0 };
+        total_events += 1;
+        if total_events > 3_000_000 {
+            sim.verbose = true;
+            sim.fail(format!("runaway: {total_events} events by t={}ms", at / MS));
+        }
         if same_instant > 100_000 {
             sim.verbose = true;
             sim.fail("livelock: 100000 events at one instant".into());
@@ -1072,6 +1192,7 @@ fn run_seeds(params: Params) {
                 total.shutdowns += c.shutdowns;
                 total.operator += c.operator;
                 total.forgeries += c.forgeries;
+                total.store_memory += c.store_memory;
                 masters += m;
                 worst_recovery = worst_recovery.max(rec.unwrap_or(0));
             }
@@ -1088,7 +1209,7 @@ fn run_seeds(params: Params) {
         }
     }
     println!(
-        "simulation: {} seeds, {} nodes, T={}ms p={}ms: faults: {} pauses (half longer than T), {} crashes, {} storage faults (hang/EIO/EIO after write/slow), {} graceful stops, {} operator switchovers/demotes, {} forgery bursts; {masters} promotions, 0 dual-master instants, worst recovery after faults {}ms",
+        "simulation: {} seeds, {} nodes, T={}ms p={}ms: faults: {} pauses (half longer than T), {} crashes, {} storage faults (hang/EIO/EIO after write/slow), {} graceful stops, {} operator switchovers/demotes, {} forgery bursts, {} store-memory faults (rollback, lease written back, wipe); {masters} promotions, 0 dual-master instants, worst recovery after faults {}ms",
         seeds.len(),
         params.nodes,
         params.t_ms,
@@ -1099,6 +1220,7 @@ fn run_seeds(params: Params) {
         total.shutdowns,
         total.operator,
         total.forgeries,
+        total.store_memory,
         worst_recovery / MS
     );
 }
@@ -1111,6 +1233,7 @@ fn three_nodes_short_timeout() {
         p_ms: 200,
         duration_s: 30,
         forger: false,
+        store_faults: false,
     });
 }
 
@@ -1122,6 +1245,7 @@ fn five_nodes_default_ratio() {
         p_ms: 100,
         duration_s: 40,
         forger: false,
+        store_faults: false,
     });
 }
 
@@ -1133,6 +1257,7 @@ fn two_nodes_tight_timings() {
         p_ms: 100,
         duration_s: 20,
         forger: false,
+        store_faults: false,
     });
 }
 
@@ -1147,5 +1272,22 @@ fn three_nodes_with_a_forger() {
         p_ms: 200,
         duration_s: 30,
         forger: true,
+        store_faults: false,
+    });
+}
+
+/// The store loses memory under a live cluster: an earlier copy of the whole store written
+/// back (a restored snapshot, a failover to a lagging replica), only the lease written back,
+/// or a wipe repaired by restoring cluster.json; often with the master paused across it.
+/// Never two masters, no epoch granted twice, and a master again in time.
+#[test]
+fn three_nodes_store_loses_memory() {
+    run_seeds(Params {
+        nodes: 3,
+        t_ms: 2_000,
+        p_ms: 200,
+        duration_s: 30,
+        forger: false,
+        store_faults: true,
     });
 }

@@ -83,12 +83,11 @@ pub struct DirStore {
     /// does not exclude two threads using the same open file description.
     lease: Mutex<Option<File>>,
     mount: Option<MountInfo>,
-    /// The root directory as opened at start, and its device and inode. Every call checks that
-    /// the path still names this directory: a mount that vanishes (`umount -l`, a dropped NFS
-    /// or autofs mount) leaves the path on the empty directory beneath it, which must read as
-    /// "storage unavailable", never as an empty store (a cold start there would be a second
-    /// cluster).
-    pinned: Folder,
+    /// The device and inode of the root directory as opened at start. Every call opens the
+    /// root afresh (so NFS revalidates it, close-to-open) and checks that it is still this
+    /// directory: a mount that vanishes (`umount -l`, a dropped NFS or autofs mount) leaves the
+    /// path on the empty directory beneath it, which must read as "storage unavailable", never
+    /// as an empty store (a cold start there would be a second cluster).
     pinned_id: (u64, u64),
 }
 
@@ -108,8 +107,7 @@ fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
     }
 }
 
-/// An open directory and the path it was opened at (for messages). Shared, so the pinned
-/// root (see [`DirStore::top`]) is handed out without a system call.
+/// An open directory and the path it was opened at (for messages).
 struct Folder {
     fd: Arc<File>,
     path: PathBuf,
@@ -773,10 +771,6 @@ impl DirStore {
             opts,
             lease: Mutex::new(None),
             mount,
-            pinned: Folder {
-                fd: top.fd.clone(),
-                path: top.path.clone(),
-            },
             pinned_id: (pinned_meta.dev(), pinned_meta.ino()),
         };
         // Can we write (and sync) in every folder (that exists: see `create_layout`)?
@@ -849,9 +843,13 @@ impl DirStore {
         self.mount.as_ref()
     }
 
-    /// The root, pinned at open, once the path is checked to still name it.
+    /// The root, opened afresh and checked to be the directory opened at start.
     fn top(&self) -> Result<Folder, StoreError> {
-        let now = std::fs::metadata(&self.root).map_err(|e| io_err("stat", &self.root, e))?;
+        let top = Folder::open_path(&self.root).map_err(|e| io_err("open", &self.root, e))?;
+        let now = top
+            .fd
+            .metadata()
+            .map_err(|e| io_err("stat", &self.root, e))?;
         if (now.dev(), now.ino()) != self.pinned_id {
             return Err(StoreError::Unavailable(format!(
                 "{} is no longer the directory this node opened as its store (device {} inode {} \
@@ -864,10 +862,7 @@ impl DirStore {
                 now.ino()
             )));
         }
-        Ok(Folder {
-            fd: self.pinned.fd.clone(),
-            path: self.root.clone(),
-        })
+        Ok(top)
     }
 
     /// The folder holding `key`'s file; `Ok(None)` when it does not exist (and `create` is

@@ -733,6 +733,40 @@ fn run_trial(ctx: &Ctx, slot: &Slot, index: u64, seed: u64, nodes: usize) -> Out
             .expect("store dir");
         let _ = std::fs::set_permissions(&backing_store, std::fs::Permissions::from_mode(0o700));
     }
+    // The cluster is created once, before any node starts (`tenure run` never creates one),
+    // on the store itself rather than through a node's fault mount or proxy.
+    let (init_store, init_env) = match &ctx.s3 {
+        Some(endpoint) => (format!("s3://{bucket}/tenure"), moto::env(endpoint)),
+        None => (backing_store.display().to_string(), Vec::new()),
+    };
+    let init = std::process::Command::new(&ctx.bin)
+        .args([
+            "init",
+            "--store",
+            &init_store,
+            "--heartbeat-timeout",
+            &dur_arg(ctx.t),
+        ])
+        .envs(init_env)
+        .env_remove("TENURE_STORE")
+        .stdin(std::process::Stdio::null())
+        .output();
+    match init {
+        Ok(o) if o.status.success() => {}
+        Ok(o) => {
+            out.availability.push(format!(
+                "tenure init failed: {}{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            ));
+            return out;
+        }
+        Err(e) => {
+            out.availability
+                .push(format!("cannot run tenure init: {e}"));
+            return out;
+        }
+    }
     slot.clear_all();
     let store_of = |k: usize| -> (String, Vec<(String, String)>) {
         match &ctx.s3 {
