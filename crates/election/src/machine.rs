@@ -231,6 +231,13 @@ struct LeaseObs {
     /// that says MASTER and moved on since belongs to a node that answered MASTER during the
     /// watch, whatever the lease in the store says.
     seqs: Option<BTreeMap<String, u64>>,
+    /// When a read last returned this version. A watch with a gap (this node paused, or its
+    /// storage failing) saw nothing meanwhile: under a store that lost writes, the version it
+    /// sees again may have been replaced and written back, so the watch starts over.
+    last_read: Nanos,
+    /// An at-once take of this version was refused by its corroboration: only the T rule
+    /// applies to it now.
+    no_at_once: bool,
 }
 
 /// The lease record this node knows it wrote and believes current.
@@ -1758,6 +1765,17 @@ impl Machine {
         }
         let changed = self.obs.as_ref().is_none_or(|o| o.version != version);
         if !changed {
+            let gap = self.cfg.poll_period * 2 + self.cfg.storage_timeout;
+            let floor = self.highest_epoch_known();
+            if let Some(o) = self.obs.as_mut() {
+                if now.mono > o.last_read + gap {
+                    o.first_returned = now.mono;
+                    o.floor = floor;
+                    o.seqs = None;
+                    self.corroboration = Corroboration::None;
+                }
+                o.last_read = now.mono;
+            }
             return;
         }
         if matches!(self.phase, Phase::Running) {
@@ -1820,6 +1838,8 @@ impl Machine {
             first_returned: now.mono,
             floor: self.highest_epoch_known(),
             seqs: None,
+            last_read: now.mono,
+            no_at_once: false,
         });
         self.bump();
     }
@@ -1971,6 +1991,8 @@ impl Machine {
                     first_returned: now.mono,
                     floor: self.highest_epoch_known().max(record.epoch),
                     seqs: None,
+                    last_read: now.mono,
+                    no_at_once: false,
                 });
                 self.max_epoch_seen = self.max_epoch_seen.max(record.epoch);
                 self.max_lease_seen = self.max_lease_seen.max((record.epoch, record.renew_seq));
@@ -2157,6 +2179,7 @@ impl Machine {
             _ => None,
         };
         let lease_epoch = obs.lease.as_ref().map_or(0, |l| l.epoch);
+        let at_once = at_once.filter(|_| !obs.no_at_once);
         let (expiry, reason) = match at_once {
             Some(r) => match self.corroboration_for(&obs.version, now.mono) {
                 None => return self.corroborate(obs.version.clone()),
@@ -2168,7 +2191,11 @@ impl Machine {
                         } else {
                             Level::Info
                         };
-                        return self.restart_watch(now, level, why);
+                        self.restart_watch(now, level, why);
+                        if let Some(o) = self.obs.as_mut() {
+                            o.no_at_once = true;
+                        }
+                        return;
                     }
                 },
             },
@@ -2563,10 +2590,23 @@ impl Machine {
                 }
                 return;
             }
-            if self.records_max_epoch.max(self.foreign_max_epoch) >= epoch {
+            // Another node that held this epoch or a later one, or saw a later one: seeing ours
+            // (in our own lease) is no conflict.
+            let conflict = self
+                .nodes
+                .values()
+                .filter(|tr| tr.record.name != self.cfg.name)
+                .find(|tr| {
+                    tr.record.epoch.is_some_and(|e| e >= epoch)
+                        || tr.record.max_epoch.is_some_and(|e| e > epoch)
+                })
+                .map(|tr| tr.record.name.clone());
+            if let Some(other) = conflict.or_else(|| {
+                (self.foreign_max_epoch > epoch).then(|| "a node of another cluster".to_string())
+            }) {
                 self.log(
                     Level::Error,
-                    format!("another node reports epoch {} (at or above this term's {epoch}): the store lost the writes of a term; giving this one up unannounced, the lease is taken again after T with a higher epoch", self.records_max_epoch.max(self.foreign_max_epoch)),
+                    format!("{other} reports a term at or above this one's epoch {epoch}: the store lost the writes of a term; giving this one up unannounced, the lease is taken again after T with a higher epoch"),
                 );
                 self.term = None;
                 self.own = None;
