@@ -50,6 +50,7 @@ impl Recorded {
         }
         match (m, rel) {
             ("GET", "lease.json") => "lease GET".into(),
+            ("GET", "cluster.json") => "cluster GET".into(),
             ("PUT", "lease.json") => "lease PUT".into(),
             ("PUT", r) if r.starts_with("nodes/") => "heartbeat PUT".into(),
             ("GET", r) if r.starts_with("nodes/") => "node GET".into(),

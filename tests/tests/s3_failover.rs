@@ -183,6 +183,12 @@ fn s3_request_economy_per_poll() {
             get(n, "node GET") <= 3 * (lists + 1),
             "{n}: more record reads than 3 per listing: {report}"
         );
+        // The store's identity (cluster.json) is checked once per scan, no more.
+        let cluster_reads = get(n, "cluster GET");
+        assert!(
+            cluster_reads <= lists + 1 + e && cluster_reads + 1 + e >= lists,
+            "{n}: {cluster_reads} reads of cluster.json for {lists} scans: {report}"
+        );
         if n == master {
             // The master knows its lease: it reads it only to settle a renewal that failed.
             assert!(
