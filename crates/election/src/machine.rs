@@ -1309,8 +1309,11 @@ impl Machine {
 
     fn startup_retry(&mut self, now: Now, what: &str, e: &StoreError) {
         self.startup_attempts += 1;
-        let limit = (self.cfg.heartbeat_timeout.as_nanos() / self.cfg.poll_period.as_nanos().max(1))
-            .max(10) as u32;
+        // About 3T (at least 30 polls): start-up now writes (the claim of the name), and a
+        // store that is merely slow (a first fsync on a busy disk) must not stop a node.
+        let limit = (3 * self.cfg.heartbeat_timeout.as_nanos()
+            / self.cfg.poll_period.as_nanos().max(1))
+        .max(30) as u32;
         if self.startup_attempts >= limit {
             self.exit(
                 1,
