@@ -337,10 +337,9 @@ pub struct Machine {
     next_hook: u64,
     failed_hooks: Vec<u64>,
     pending_clear: Vec<u64>,
-    /// cluster.json was absent: create this record next.
-    /// … or, with a version, re-sign it with the current secret (it verified only with the
-    /// key accepted during a rotation, which is about to be retired).
-    pending_cluster: Option<(ClusterRecord, Option<Version>)>,
+    /// Re-sign cluster.json (this record, on this version) with the current secret: it
+    /// verified only with the key accepted during a rotation, which is about to be retired.
+    pending_cluster: Option<(ClusterRecord, Version)>,
     /// A renewal's outcome is unknown: read the lease before the next renewal.
     settle: bool,
     /// A nudge arrived: start the next round at once.
@@ -944,10 +943,7 @@ impl Machine {
             StartStep::Cluster => match self.pending_cluster.take() {
                 Some((rec, version)) => {
                     let bytes = self.seal(CLUSTER_KEY, &rec);
-                    let op = match version {
-                        None => Op::Create(CLUSTER_KEY.into(), bytes),
-                        Some(v) => Op::Replace(CLUSTER_KEY.into(), bytes, v),
-                    };
+                    let op = Op::Replace(CLUSTER_KEY.into(), bytes, version);
                     self.issue(now, Purpose::CreateCluster(rec), op)
                 }
                 None => self.issue(now, Purpose::ReadCluster, Op::Read(CLUSTER_KEY.into())),
@@ -1344,7 +1340,7 @@ impl Machine {
                 Ok((c, Some(Verified::Accepted))) => {
                     let keys = self.keys().expect("a verified record means a keyring");
                     self.log(Level::Info, format!("cluster.json is signed with the accepted key {}, not with the current key {}: re-signing it", keys.accepted_id().unwrap_or("?"), keys.current_id()));
-                    self.pending_cluster = Some((c, Some(r.version)));
+                    self.pending_cluster = Some((c, r.version));
                     self.next_round_at = now.mono;
                 }
                 Ok((c, _)) => self.adopt_cluster(now, c, r.version),
