@@ -562,7 +562,15 @@ impl Filesystem for FaultFs {
             let st = match fh.map(|fh| inner.file(fh)) {
                 Some(Ok(f)) => fstat(&f),
                 _ => match inner.path(ino) {
-                    Ok(p) => lstat(&p),
+                    // The path may name another file by now (deleted and created again):
+                    // that is not this inode, which is gone — ESTALE, as NFS answers for a
+                    // file handle whose file was deleted by another client.
+                    Ok(p) => match lstat(&p) {
+                        Ok(st) if ino.0 != 1 && inner.ino_of(&st) != ino.0 => {
+                            return reply.error(Errno::ESTALE);
+                        }
+                        other => other,
+                    },
                     Err(e) => return reply.error(e),
                 },
             };

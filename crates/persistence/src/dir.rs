@@ -454,6 +454,12 @@ fn decode_slot(buf: &[u8]) -> Slot {
     }
 }
 
+/// An open handle whose file was deleted by someone else, as the file system reports it on
+/// `fstat`: ESTALE (NFS), ENOENT (FUSE passthroughs that resolve handles by path).
+fn handle_gone(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ESTALE)
+}
+
 /// Both slots of `lease.lock` as read through one handle.
 struct LeaseView {
     slots: [Slot; 2],
@@ -916,14 +922,17 @@ impl DirStore {
         let top = self.top()?;
         let fresh = match slot.as_ref() {
             None => false,
-            Some(f) => {
-                let held = f.metadata().map_err(|e| io_err("stat", &path, e))?;
-                match top.lstat(LEASE_FILE) {
+            Some(f) => match f.metadata() {
+                Ok(held) => match top.lstat(LEASE_FILE) {
                     Ok(st) => st.st_dev == held.dev() && st.st_ino == held.ino(),
                     Err(e) if e.kind() == io::ErrorKind::NotFound => false,
                     Err(e) => return Err(io_err("stat", &path, e)),
-                }
-            }
+                },
+                // The file was deleted under the open handle (a wiped store): NFS answers
+                // ESTALE, a FUSE passthrough ENOENT. The handle is useless; open the path anew.
+                Err(e) if handle_gone(&e) => false,
+                Err(e) => return Err(io_err("stat", &path, e)),
+            },
         };
         if !fresh {
             *slot = None;
@@ -957,10 +966,13 @@ impl DirStore {
             let file = self.lease_handle(&mut guard)?;
             let lock = flock_polled(file, !exclusive, self.opts.lock_wait, &path)?;
             // The file may have been replaced while we waited for the lock.
-            let held = file.metadata().map_err(|e| io_err("stat", &path, e))?;
-            let still = match self.top()?.lstat(LEASE_FILE) {
-                Ok(st) => st.st_dev == held.dev() && st.st_ino == held.ino(),
-                Err(_) => false,
+            let still = match file.metadata() {
+                Ok(held) => match self.top()?.lstat(LEASE_FILE) {
+                    Ok(st) => st.st_dev == held.dev() && st.st_ino == held.ino(),
+                    Err(_) => false,
+                },
+                Err(e) if handle_gone(&e) => false,
+                Err(e) => return Err(io_err("stat", &path, e)),
             };
             if still {
                 return f(file, &path);

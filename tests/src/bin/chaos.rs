@@ -3,14 +3,18 @@
 //! a random schedule of faults per trial, an observer sampling every node's
 //! `GET /v1/server/ha/state` and `X-HA-Epoch` every ~10 ms, and the checker over the history:
 //! never two MASTER answers overlapping in time, epochs never go back, every MASTER answer's
-//! epoch is a term the store granted to that node (`epochs/<n>.json`), and after the last fault
-//! a master exists within T + 2p (+ margin).
+//! epoch is a term the store granted to that node (`epochs/<n>.json`, as recorded over the
+//! trial: a wipe or rollback deletes some), no epoch number granted twice, and after the last
+//! fault a master exists within T + 2p (+ margin; 2T + 5p + 100 ms after a store-memory fault).
+//! Besides node, process and storage faults, the store itself misbehaves: it is wiped, an
+//! earlier copy of it or of its lease is written back (half the time while the master is
+//! paused), and a node's mount of it vanishes.
 //!
 //! Run it through `scripts/chaos.sh` (it builds, runs as root, and unmounts even after a
 //! crash). `chaos --help` lists the options. A violation keeps the trial's history, node logs
 //! and store, and prints a one-line reproduction with the trial's seed.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::fs::File;
 use std::io::Write as _;
@@ -21,7 +25,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
-use tenure_persistence::moto;
+use tenure_persistence::{LEASE_KEY, ObjOptions, ObjStore, ReadResult, Store, moto};
 use tenure_tests::cluster::free_port;
 use tenure_tests::faultfs::{Fault, FaultFs, Mounted};
 use tenure_tests::faultfs_proxy::{FaultProxy, NetFault};
@@ -84,11 +88,13 @@ struct Opts {
     max_minutes: u64,
     /// `dir` or `s3`.
     s3: bool,
+    /// Only these fault kinds (`--faults`); empty: all of the store's kinds.
+    only: Vec<Kind>,
 }
 
 const USAGE: &str = "usage: chaos [--trials N] [--seed S] [--trial-seed S] [--jobs J] [--nodes N] \
 [--out DIR] [--t-ms MS] [--p-ms MS] [--margin-ms MS] [--bin PATH] [--keep-all] [--summary FILE] \
-[--max-minutes M] [--store dir|s3]
+[--max-minutes M] [--store dir|s3] [--faults K,K,…]
   --trials N       trials to run (default 20)
   --seed S         campaign seed (default: from the clock); trial i gets a seed derived from it
   --trial-seed S   run exactly one trial with this seed (the reproduction printed on a violation)
@@ -103,7 +109,11 @@ const USAGE: &str = "usage: chaos [--trials N] [--seed S] [--trial-seed S] [--jo
   --max-minutes M  stop starting trials after M minutes (default 180)
   --store KIND     dir (default): a directory through one FUSE fault mount per node; s3: a
                    bucket on moto (scripts/moto.sh) through one fault proxy per node (T and p
-                   default to 2000 and 200 ms there)";
+                   default to 2000 and 200 ms there)
+  --faults K,K,…   only these faults (the store's weights among them), e.g. wipe,rollback,
+                   lease-replay,vanished-mount; names: kill9 restart stop-short stop-long hang
+                   hang-all eio enospc erofs slow term switchover ro-namespace net-drop
+                   lose-responses wipe rollback lease-replay vanished-mount";
 
 fn parse_u64(s: &str) -> u64 {
     let s = s.trim();
@@ -140,6 +150,7 @@ fn parse_opts() -> Opts {
         keep_all: false,
         summary: None,
         max_minutes: 180,
+        only: Vec::new(),
         s3: false,
     };
     let (mut t_set, mut p_set) = (false, false);
@@ -185,6 +196,17 @@ fn parse_opts() -> Opts {
             "--keep-all" => o.keep_all = true,
             "--summary" => o.summary = Some(PathBuf::from(val())),
             "--max-minutes" => o.max_minutes = parse_u64(&val()),
+            "--faults" => {
+                for name in val().split(',').filter(|n| !n.is_empty()) {
+                    match Kind::ALL.iter().find(|k| k.name() == name) {
+                        Some(k) => o.only.push(*k),
+                        None => {
+                            eprintln!("chaos: --faults: no fault named {name:?}\n{USAGE}");
+                            std::process::exit(2)
+                        }
+                    }
+                }
+            }
             "-h" | "--help" => {
                 println!("{USAGE}");
                 std::process::exit(0)
@@ -205,6 +227,23 @@ fn parse_opts() -> Opts {
         if !p_set {
             o.p = Duration::from_millis(200);
         }
+    }
+    let dir_only = [
+        Kind::Eio,
+        Kind::Enospc,
+        Kind::Erofs,
+        Kind::RoNamespace,
+        Kind::VanishedMount,
+    ];
+    let s3_only = [Kind::NetDrop, Kind::LoseResponses];
+    let not_here: &[Kind] = if o.s3 { &dir_only } else { &s3_only };
+    if let Some(k) = o.only.iter().find(|k| not_here.contains(k)) {
+        eprintln!(
+            "chaos: --faults {}: not a fault of the {} store\n{USAGE}",
+            k.name(),
+            if o.s3 { "s3" } else { "dir" }
+        );
+        std::process::exit(2)
     }
     if o.trial_seed.is_some() {
         o.trials = 1;
@@ -235,6 +274,10 @@ enum Kind {
     ConcurrentStart,
     NetDrop,
     LoseResponses,
+    Wipe,
+    Rollback,
+    LeaseReplay,
+    VanishedMount,
 }
 
 impl Kind {
@@ -257,9 +300,30 @@ impl Kind {
             Kind::ConcurrentStart => "concurrent start of every node",
             Kind::NetDrop => "connections to the store dropped (one node)",
             Kind::LoseResponses => "store answers lost after the request was applied (one node)",
+            Kind::Wipe => "store wiped (every record deleted), cluster.json written back later",
+            Kind::Rollback => {
+                "an earlier copy of the whole store written back (half with the master paused)"
+            }
+            Kind::LeaseReplay => "an earlier lease written back (half with the master paused)",
+            Kind::VanishedMount => {
+                "the node's store mount vanishes (umount -l in its namespace), mounted again later"
+            }
         }
     }
-    const ALL: [Kind; 17] = [
+
+    /// The name `--faults` takes: the variant in kebab case (`lease-replay`).
+    fn name(self) -> String {
+        let mut out = String::new();
+        for (i, c) in format!("{self:?}").chars().enumerate() {
+            if c.is_ascii_uppercase() && i > 0 {
+                out.push('-');
+            }
+            out.push(c.to_ascii_lowercase());
+        }
+        out
+    }
+
+    const ALL: [Kind; 21] = [
         Kind::Kill9,
         Kind::Restart,
         Kind::StopShort,
@@ -277,6 +341,10 @@ impl Kind {
         Kind::ConcurrentStart,
         Kind::NetDrop,
         Kind::LoseResponses,
+        Kind::Wipe,
+        Kind::Rollback,
+        Kind::LeaseReplay,
+        Kind::VanishedMount,
     ];
 }
 
@@ -297,6 +365,10 @@ struct Event {
     dur_ms: u64,
     /// Delay per storage operation for `Slow`.
     delay_ms: u64,
+    /// `Rollback` and `LeaseReplay`: when non-zero, the master is paused (SIGSTOP) this long,
+    /// the copy taken just before the pause is written back near its end, then SIGCONT: the
+    /// resumed node finds its own old term in the store while another node holds a later one.
+    pause_ms: u64,
 }
 
 #[derive(Clone, Debug)]
@@ -304,9 +376,12 @@ struct Plan {
     /// Per node: libfaketime setting (FAKETIME value, fake monotonic clocks too).
     clocks: Vec<Option<(String, bool)>>,
     events: Vec<Event>,
+    /// Every node runs in its own mount namespace on a bind mount of the store that a
+    /// `VanishedMount` fault unmounts (only in trials that have one).
+    vanishable: bool,
 }
 
-fn plan(seed: u64, nodes: usize, t: Duration, s3: bool) -> Plan {
+fn plan(seed: u64, nodes: usize, t: Duration, s3: bool, only: &[Kind]) -> Plan {
     let mut r = Rng(seed);
     let t_ms = t.as_millis() as u64;
     let mut clocks = vec![None; nodes];
@@ -333,6 +408,10 @@ fn plan(seed: u64, nodes: usize, t: Duration, s3: bool) -> Plan {
             (Kind::Term, 6),
             (Kind::Switchover, 8),
             (Kind::RoNamespace, 4),
+            (Kind::Wipe, 6),
+            (Kind::Rollback, 8),
+            (Kind::LeaseReplay, 8),
+            (Kind::VanishedMount, 6),
         ];
         let s3_kinds = [
             (Kind::Kill9, 8),
@@ -346,12 +425,20 @@ fn plan(seed: u64, nodes: usize, t: Duration, s3: bool) -> Plan {
             (Kind::Slow, 10),
             (Kind::Term, 6),
             (Kind::Switchover, 8),
+            (Kind::Wipe, 6),
+            (Kind::Rollback, 8),
+            (Kind::LeaseReplay, 8),
         ];
-        let kinds: &[(Kind, u64)] = if s3 { &s3_kinds } else { &dir_kinds };
+        let all: &[(Kind, u64)] = if s3 { &s3_kinds } else { &dir_kinds };
+        let kinds: Vec<(Kind, u64)> = all
+            .iter()
+            .copied()
+            .filter(|(k, _)| only.is_empty() || only.contains(k))
+            .collect();
         let total: u64 = kinds.iter().map(|(_, w)| w).sum();
         let mut pick = r.below(total);
         let mut kind = Kind::Kill9;
-        for &(k, w) in kinds {
+        for &(k, w) in &kinds {
             if pick < w {
                 kind = k;
                 break;
@@ -372,6 +459,15 @@ fn plan(seed: u64, nodes: usize, t: Duration, s3: bool) -> Plan {
             Kind::Eio | Kind::Enospc | Kind::Erofs | Kind::Slow => r.range(t_ms / 5, t_ms * 3 / 2),
             Kind::NetDrop | Kind::LoseResponses => r.range(t_ms / 5, t_ms * 3 / 2),
             Kind::ClockOffset | Kind::ConcurrentStart => 0,
+            // How long the store stays wiped (until cluster.json is back) or the mount gone.
+            Kind::Wipe | Kind::VanishedMount => r.range(0, t_ms * 2),
+            Kind::Rollback | Kind::LeaseReplay => 0,
+        };
+        // Long enough for another node to take over while the master is paused.
+        let pause_ms = if matches!(kind, Kind::Rollback | Kind::LeaseReplay) && r.chance(50) {
+            r.range(t_ms * 13 / 10, t_ms * 2)
+        } else {
+            0
         };
         events.push(Event {
             kind,
@@ -379,9 +475,15 @@ fn plan(seed: u64, nodes: usize, t: Duration, s3: bool) -> Plan {
             gap_ms: r.range(0, t_ms / 2),
             dur_ms,
             delay_ms: r.range(3, 40),
+            pause_ms,
         });
     }
-    Plan { clocks, events }
+    let vanishable = events.iter().any(|e| e.kind == Kind::VanishedMount);
+    Plan {
+        clocks,
+        events,
+        vanishable,
+    }
 }
 
 // ------------------------------------------------------------------------------------------
@@ -401,12 +503,20 @@ struct Proc {
     stopped: bool,
     /// Started on a read-only bind mount in its own mount namespace.
     read_only: bool,
+    /// `(source, target)`: runs in its own mount namespace with the store directory `source`
+    /// bind-mounted on the empty directory `target`, its `--store` (a `VanishedMount` trial).
+    bind: Option<(PathBuf, PathBuf)>,
+    /// Its bind mount is unmounted at the moment (the namespace of the current process).
+    vanished: bool,
     /// Processes that did not die of SIGKILL within 10 s, or exited without being asked to.
     unkillable: Vec<String>,
     /// The current process was asked to stop (SIGTERM) or is expected to refuse to start.
     may_exit: bool,
     /// Starts refused because the store failed at that moment (expected under store faults).
     refusals: u64,
+    /// The store was wiped or a mount vanished in this trial: a start refused for want of
+    /// `cluster.json` is then expected too.
+    store_gone_ok: bool,
 }
 
 fn faketime_lib() -> Option<PathBuf> {
@@ -439,7 +549,21 @@ impl Proc {
             ctx.users.display().to_string(),
             "--public-state".into(),
         ]);
-        let mut cmd = if self.read_only {
+        let mut cmd = if let Some((src, target)) = self.bind.as_ref().filter(|_| !self.read_only) {
+            // Its own mount namespace, where the store is a bind mount that can vanish.
+            let mut quoted = vec![shell_quote(&ctx.bin.display().to_string())];
+            quoted.extend(args.drain(..).map(|a| shell_quote(&a)));
+            let script = format!(
+                "mount --bind {} {} && exec {}",
+                shell_quote(&src.display().to_string()),
+                shell_quote(&target.display().to_string()),
+                quoted.join(" ")
+            );
+            let mut c = Command::new("unshare");
+            c.args(["--mount", "--propagation", "private", "--", "sh", "-c"])
+                .arg(script);
+            c
+        } else if self.read_only {
             // Its own mount namespace, where its mount of the store is remounted read-only;
             // `sh` execs the node, so the pid is the node's.
             let mut quoted = vec![shell_quote(&ctx.bin.display().to_string())];
@@ -476,6 +600,7 @@ impl Proc {
         }
         self.child = Some(cmd.spawn().expect("spawn node"));
         self.stopped = false;
+        self.vanished = false;
         self.may_exit = self.read_only;
     }
 
@@ -519,6 +644,7 @@ impl Proc {
         ]
         .iter()
         .any(|m| last.contains(m))
+            || (self.store_gone_ok && last.contains("the store holds no cluster.json"))
     }
 
     fn signal(&self, sig: libc::c_int) -> Option<Instant> {
@@ -574,6 +700,195 @@ impl Proc {
 
 fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+// ------------------------------------------------------------------------------------------
+// The store as an operator (or a misbehaving replica) sees it: the backing directory itself, or
+// the bucket on the S3 server — never through a node's fault point. The store-memory faults
+// (wipe, rollback, lease replay) act here.
+
+/// A copy of every record: key (a path relative to the store root) to bytes.
+type Snap = BTreeMap<String, Vec<u8>>;
+
+enum Backing {
+    Dir(PathBuf),
+    S3(Box<ObjStore>),
+}
+
+/// The directory store's lease file and S3's lease key (see tenure_persistence).
+const DIR_LEASE: &str = "lease.lock";
+
+impl Backing {
+    fn open(backing_store: &Path, s3: Option<(&str, &str)>) -> Result<Backing, String> {
+        match s3 {
+            None => Ok(Backing::Dir(backing_store.to_path_buf())),
+            Some((endpoint, bucket)) => ObjStore::open(
+                &format!("s3://{bucket}/tenure"),
+                ObjOptions {
+                    timeout: Duration::from_secs(10),
+                    use_env: false,
+                    config: moto::store_config(endpoint),
+                },
+            )
+            .map(|s| Backing::S3(Box::new(s))),
+        }
+    }
+
+    fn lease_key(&self) -> &'static str {
+        match self {
+            Backing::Dir(_) => DIR_LEASE,
+            Backing::S3(_) => LEASE_KEY,
+        }
+    }
+
+    fn keys(&self) -> Vec<String> {
+        match self {
+            Backing::Dir(root) => {
+                let mut out = Vec::new();
+                walk_files(root, "", &mut out);
+                out
+            }
+            Backing::S3(st) => ["", "nodes/", "epochs/"]
+                .iter()
+                .flat_map(|pfx| st.list(pfx).unwrap_or_default())
+                .collect(),
+        }
+    }
+
+    fn read(&self, key: &str) -> Option<Vec<u8>> {
+        match self {
+            Backing::Dir(root) => std::fs::read(root.join(key)).ok(),
+            Backing::S3(st) => match st.read(key) {
+                Ok(ReadResult::Present(r)) => Some(r.bytes),
+                _ => None,
+            },
+        }
+    }
+
+    /// Writes `bytes` in place, as `cp` does (a directory file keeps its inode, so a node's
+    /// open lease file sees the old contents come back).
+    fn write(&self, key: &str, bytes: &[u8]) -> Result<(), String> {
+        match self {
+            Backing::Dir(root) => {
+                let path = root.join(key);
+                if let Some(parent) = path.parent() {
+                    std::fs::DirBuilder::new()
+                        .mode(0o700)
+                        .recursive(true)
+                        .create(parent)
+                        .map_err(|e| format!("mkdir {}: {e}", parent.display()))?;
+                }
+                std::fs::write(&path, bytes).map_err(|e| format!("write {}: {e}", path.display()))
+            }
+            Backing::S3(st) => st.put(key, bytes).map(|_| ()).map_err(|e| e.to_string()),
+        }
+    }
+
+    fn delete(&self, key: &str) -> Result<(), String> {
+        match self {
+            Backing::Dir(root) => std::fs::remove_file(root.join(key)).map_err(|e| e.to_string()),
+            Backing::S3(st) => st.delete(key).map_err(|e| e.to_string()),
+        }
+    }
+
+    fn snapshot(&self) -> Snap {
+        self.keys()
+            .into_iter()
+            .filter_map(|k| self.read(&k).map(|b| (k, b)))
+            .collect()
+    }
+
+    /// Every record deleted: `rm -rf STORE/*` (directories too), or the prefix emptied.
+    fn wipe(&self) -> String {
+        match self {
+            Backing::Dir(root) => {
+                let mut n = 0;
+                for e in std::fs::read_dir(root).into_iter().flatten().flatten() {
+                    let path = e.path();
+                    let r = if e.file_type().is_ok_and(|t| t.is_dir()) {
+                        std::fs::remove_dir_all(&path)
+                    } else {
+                        std::fs::remove_file(&path)
+                    };
+                    n += usize::from(r.is_ok());
+                }
+                format!("removed {n} entries of the store root")
+            }
+            Backing::S3(_) => {
+                let keys = self.keys();
+                let failed = keys.iter().filter(|k| self.delete(k).is_err()).count();
+                format!("deleted {} objects ({failed} failed)", keys.len())
+            }
+        }
+    }
+
+    /// Writes `snap` back: every record in it with its old bytes, every record not in it
+    /// deleted (a snapshot restored over the live store).
+    fn restore(&self, snap: &Snap) -> String {
+        let mut deleted = 0;
+        for k in self.keys() {
+            if !snap.contains_key(&k) && self.delete(&k).is_ok() {
+                deleted += 1;
+            }
+        }
+        let failed: Vec<String> = snap
+            .iter()
+            .filter_map(|(k, b)| self.write(k, b).err())
+            .collect();
+        format!(
+            "wrote back {} records, deleted {deleted} newer ones{}",
+            snap.len(),
+            if failed.is_empty() {
+                String::new()
+            } else {
+                format!(" ({} writes failed: {})", failed.len(), failed.join("; "))
+            }
+        )
+    }
+
+    /// The holder named by every `epochs/<n>.json` record now in the store.
+    fn holders(&self) -> BTreeMap<u64, String> {
+        let keys: Vec<String> = match self {
+            Backing::Dir(root) => std::fs::read_dir(root.join("epochs"))
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|e| format!("epochs/{}", e.file_name().to_string_lossy()))
+                .collect(),
+            Backing::S3(st) => st.list("epochs/").unwrap_or_default(),
+        };
+        keys.iter()
+            .filter_map(|k| {
+                let e: u64 = k
+                    .strip_prefix("epochs/")?
+                    .strip_suffix(".json")?
+                    .parse()
+                    .ok()?;
+                let v: serde_json::Value = serde_json::from_slice(&self.read(k)?).ok()?;
+                Some((e, v.get("holder")?.as_str()?.to_string()))
+            })
+            .collect()
+    }
+}
+
+fn walk_files(root: &Path, rel: &str, out: &mut Vec<String>) {
+    for e in std::fs::read_dir(root.join(rel))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let name = e.file_name().to_string_lossy().to_string();
+        let key = if rel.is_empty() {
+            name
+        } else {
+            format!("{rel}/{name}")
+        };
+        match e.file_type() {
+            Ok(t) if t.is_dir() => walk_files(root, &key, out),
+            Ok(t) if t.is_file() => out.push(key),
+            _ => {}
+        }
+    }
 }
 
 // ------------------------------------------------------------------------------------------
@@ -642,6 +957,7 @@ struct Ctx {
     admin_auth: String,
     /// The S3 server (moto) when the store is S3.
     s3: Option<String>,
+    only: Vec<Kind>,
 }
 
 #[derive(Default, Debug)]
@@ -665,6 +981,11 @@ struct Outcome {
     refusals: u64,
     samples: usize,
     took: Duration,
+    /// Store-memory faults: (kind, from the end of the fault — cluster.json back, the copy
+    /// written back, the mount back — to the first MASTER answer sent after it, upper bound).
+    memory_recoveries: Vec<(Kind, Duration)>,
+    /// Epoch numbers whose `epochs/<n>.json` named two different holders over the trial.
+    regrants: u64,
 }
 
 fn current_master(obs: &Observer, names: &[String]) -> Option<usize> {
@@ -703,11 +1024,17 @@ enum Undo {
     Cont(usize),
     Clear(Vec<usize>),
     Start(usize),
+    /// Write a copy back: the whole store (`true`) or only its lease.
+    Restore(Snap, bool),
+    /// `cluster.json` written back after a wipe.
+    WriteCluster(Vec<u8>),
+    /// Mount the node's store again in its namespace, if the process (pid) still runs.
+    Remount(usize, u32),
 }
 
 fn run_trial(ctx: &Ctx, slot: &Slot, index: u64, seed: u64, nodes: usize) -> Outcome {
     let started = Instant::now();
-    let plan = plan(seed, nodes, ctx.t, ctx.s3.is_some());
+    let plan = plan(seed, nodes, ctx.t, ctx.s3.is_some(), &ctx.only);
     let mut r = Rng(seed ^ 0x5eed);
     let mut out = Outcome {
         seed,
@@ -797,11 +1124,48 @@ fn run_trial(ctx: &Ctx, slot: &Slot, index: u64, seed: u64, nodes: usize) -> Out
             child: None,
             stopped: false,
             read_only: false,
+            bind: None,
+            vanished: false,
             unkillable: Vec::new(),
             may_exit: false,
             refusals: 0,
+            store_gone_ok: false,
         })
         .collect();
+    if plan.vanishable {
+        for (k, p) in procs[..nodes].iter_mut().enumerate() {
+            let target = tdir.join(format!("vanishing-{k}"));
+            std::fs::create_dir_all(&target).expect("bind target");
+            p.bind = Some((PathBuf::from(&p.store), target.clone()));
+            p.store = target.display().to_string();
+        }
+    }
+    let backing = match Backing::open(
+        &backing_store,
+        ctx.s3.as_deref().map(|e| (e, bucket.as_str())),
+    ) {
+        Ok(b) => b,
+        Err(e) => {
+            out.availability
+                .push(format!("cannot open the store for its faults: {e}"));
+            return out;
+        }
+    };
+    // Every epoch record seen over the trial (a wipe or rollback deletes some).
+    let mut granted: BTreeMap<u64, BTreeSet<String>> = BTreeMap::new();
+    let note_granted = |granted: &mut BTreeMap<u64, BTreeSet<String>>| {
+        for (e, h) in backing.holders() {
+            granted.entry(e).or_default().insert(h);
+        }
+    };
+    let wants_copies = plan
+        .events
+        .iter()
+        .any(|e| matches!(e.kind, Kind::Rollback | Kind::LeaseReplay));
+    let mut copies: Vec<Snap> = Vec::new();
+    // Ends of store-memory faults, for their recovery times.
+    let mut memory_ends: Vec<(Kind, Instant)> = Vec::new();
+    let mut memory_used = false;
     let names: Vec<String> = procs[..nodes].iter().map(|p| p.name.clone()).collect();
     let mut obs = Observer::new();
     for p in &procs {
@@ -833,6 +1197,9 @@ fn run_trial(ctx: &Ctx, slot: &Slot, index: u64, seed: u64, nodes: usize) -> Out
             "no single master within {settle:?} of a cold start"
         ));
     }
+    if wants_copies {
+        copies.push(backing.snapshot());
+    }
 
     // The schedule: start actions in order; undo actions when their time comes.
     let mut undo: Vec<(Instant, Undo, Kind)> = Vec::new();
@@ -849,11 +1216,20 @@ fn run_trial(ctx: &Ctx, slot: &Slot, index: u64, seed: u64, nodes: usize) -> Out
         while let Some(pos) = undo.iter().position(|(t, _, _)| *t <= at) {
             let (t, u, k) = undo.remove(pos);
             sleep_until(t);
-            let done = apply_undo(ctx, slot, &mut procs, u);
+            if matches!(u, Undo::Restore(..)) {
+                note_granted(&mut granted); // the copy deletes epochs granted since
+            }
+            let (done, ends_memory_fault) = apply_undo(ctx, slot, &mut procs, &backing, u);
+            if ends_memory_fault {
+                memory_ends.push((k, Instant::now()));
+            }
             let _ = writeln!(log, "+{}ms end {:?}: {done}", rel(Instant::now()), k);
             last_fault_end = last_fault_end.max(Instant::now());
         }
         sleep_until(at);
+        if wants_copies {
+            copies.push(backing.snapshot());
+        }
         let running: Vec<usize> = (0..nodes)
             .filter(|&i| procs[i].running() && !procs[i].stopped)
             .collect();
@@ -953,6 +1329,88 @@ fn run_trial(ctx: &Ctx, slot: &Slot, index: u64, seed: u64, nodes: usize) -> Out
                 procs[extra].spawn(ctx);
                 format!("started {} on a read-only bind mount", procs[extra].name)
             }
+            Kind::Wipe => {
+                note_granted(&mut granted);
+                let cluster = backing.read("cluster.json");
+                for p in procs.iter_mut() {
+                    p.store_gone_ok = true;
+                }
+                let what = backing.wipe();
+                memory_used = true;
+                match cluster {
+                    Some(bytes) => {
+                        undo.push((now + dur, Undo::WriteCluster(bytes), ev.kind));
+                        format!("{what}; cluster.json back in {dur:?}")
+                    }
+                    None => format!("{what}; no cluster.json to write back"),
+                }
+            }
+            Kind::Rollback | Kind::LeaseReplay if ev.pause_ms > 0 => {
+                if !procs[who].running() || procs[who].stopped {
+                    out.skipped += 1;
+                    continue;
+                }
+                // The copy holds this node's current term; another node takes over while it
+                // is paused; the copy comes back just before it resumes.
+                note_granted(&mut granted);
+                let mut copy = backing.snapshot();
+                if ev.kind == Kind::LeaseReplay {
+                    copy.retain(|k, _| k == backing.lease_key());
+                }
+                procs[who].signal(libc::SIGSTOP);
+                procs[who].stopped = true;
+                memory_used = true;
+                let pause = Duration::from_millis(ev.pause_ms);
+                let whole = ev.kind == Kind::Rollback;
+                undo.push((now + pause, Undo::Restore(copy, whole), ev.kind));
+                undo.push((
+                    now + pause + Duration::from_millis(20),
+                    Undo::Cont(who),
+                    ev.kind,
+                ));
+                format!(
+                    "copied the {}, SIGSTOP for {pause:?}; the copy is written back just before SIGCONT",
+                    if whole { "store" } else { "lease" }
+                )
+            }
+            Kind::Rollback | Kind::LeaseReplay => {
+                // An earlier copy (the first: right after the cold start), written back now.
+                note_granted(&mut granted);
+                let pick = r.below(copies.len().saturating_sub(1).max(1) as u64) as usize;
+                let Some(copy) = copies.get(pick).cloned() else {
+                    out.skipped += 1;
+                    continue;
+                };
+                memory_used = true;
+                let whole = ev.kind == Kind::Rollback;
+                let what = restore(&backing, &copy, whole);
+                memory_ends.push((ev.kind, Instant::now()));
+                format!("copy #{pick} of {}: {what}", copies.len())
+            }
+            Kind::VanishedMount => {
+                let (Some((_, target)), Some(pid)) = (
+                    procs[who].bind.clone(),
+                    procs[who].child.as_ref().map(|c| c.id()),
+                ) else {
+                    out.skipped += 1;
+                    continue;
+                };
+                if procs[who].vanished || !procs[who].running() {
+                    out.skipped += 1;
+                    continue;
+                }
+                for p in procs.iter_mut() {
+                    p.store_gone_ok = true;
+                }
+                memory_used = true;
+                let res = nsenter(pid, &["umount", "-l", &target.display().to_string()]);
+                procs[who].vanished = res.is_ok();
+                undo.push((now + dur, Undo::Remount(who, pid), ev.kind));
+                match res {
+                    Ok(()) => format!("umount -l of its store mount; mounted again in {dur:?}"),
+                    Err(e) => format!("umount -l failed: {e}"),
+                }
+            }
             Kind::ClockOffset | Kind::ConcurrentStart => unreachable!(),
         };
         *out.faults.entry(ev.kind).or_default() += 1;
@@ -982,13 +1440,26 @@ fn run_trial(ctx: &Ctx, slot: &Slot, index: u64, seed: u64, nodes: usize) -> Out
     undo.sort_by_key(|(t, _, _)| *t);
     for (t, u, k) in undo.drain(..) {
         sleep_until(t);
-        let done = apply_undo(ctx, slot, &mut procs, u);
+        if matches!(u, Undo::Restore(..)) {
+            note_granted(&mut granted);
+        }
+        let (done, ends_memory_fault) = apply_undo(ctx, slot, &mut procs, &backing, u);
+        if ends_memory_fault {
+            memory_ends.push((k, Instant::now()));
+        }
         let _ = writeln!(log, "+{}ms end {:?}: {done}", rel(Instant::now()), k);
         last_fault_end = last_fault_end.max(Instant::now());
     }
 
     // Recovery: a master within T + 2p (+ margin) of the end of the last fault.
-    let bound = ctx.t + 2 * ctx.p + ctx.margin;
+    // After a store-memory fault the nodes treat what they find as a new version (the T
+    // rule), and a cautious take answers only after one more poll period, a storage deadline
+    // (p here) and 100 ms, and a fresh scan: T + 3p + 100 ms more.
+    let bound = if memory_used {
+        2 * ctx.t + 5 * ctx.p + Duration::from_millis(100) + ctx.margin
+    } else {
+        ctx.t + 2 * ctx.p + ctx.margin
+    };
     // Wait for a MASTER answer to a request sent after that end (a sample from before it
     // proves nothing about now).
     let wait_deadline = Instant::now() + bound + Duration::from_secs(2);
@@ -1055,6 +1526,15 @@ fn run_trial(ctx: &Ctx, slot: &Slot, index: u64, seed: u64, nodes: usize) -> Out
                 .push((*kind, on.latest().saturating_duration_since(*at)));
         }
     }
+    for (kind, end) in &memory_ends {
+        let next = starts.iter().copied().find(|s| s > end);
+        if let Some(on) = history.first_master_after(*end, &[])
+            && next.is_none_or(|n| on.latest() < n)
+        {
+            out.memory_recoveries
+                .push((*kind, on.latest().saturating_duration_since(*end)));
+        }
+    }
     out.longest_gap = history.longest_no_master_after(
         history
             .samples
@@ -1068,12 +1548,17 @@ fn run_trial(ctx: &Ctx, slot: &Slot, index: u64, seed: u64, nodes: usize) -> Out
     for v in history.violations() {
         out.safety.push(v.to_string());
     }
-    let epochs = backing_store.join("epochs");
-    let holder = |e: u64| match &ctx.s3 {
-        Some(endpoint) => s3_epoch_holder(endpoint, &bucket, e),
-        None => epoch_holder(&epochs, e),
-    };
-    for v in history.epoch_holder_violations(holder) {
+    note_granted(&mut granted);
+    for (e, holders) in &granted {
+        if holders.len() > 1 {
+            out.regrants += 1;
+            out.safety.push(format!(
+                "epoch {e} was granted twice: epochs/{e}.json named {:?} over the trial",
+                holders
+            ));
+        }
+    }
+    for v in history.epoch_holder_violations(|e| granted.get(&e).cloned().unwrap_or_default()) {
         out.safety.push(v.to_string());
     }
 
@@ -1114,18 +1599,28 @@ fn run_trial(ctx: &Ctx, slot: &Slot, index: u64, seed: u64, nodes: usize) -> Out
     out
 }
 
-fn apply_undo(ctx: &Ctx, slot: &Slot, procs: &mut [Proc], u: Undo) -> String {
+/// Ends one fault; says what it did, and whether that ended a store-memory fault.
+fn apply_undo(
+    ctx: &Ctx,
+    slot: &Slot,
+    procs: &mut [Proc],
+    backing: &Backing,
+    u: Undo,
+) -> (String, bool) {
     match u {
         Undo::Cont(i) => {
             procs[i].signal(libc::SIGCONT);
             procs[i].stopped = false;
-            format!("SIGCONT {}", procs[i].name)
+            (format!("SIGCONT {}", procs[i].name), false)
         }
         Undo::Clear(points) => {
             for k in &points {
                 slot.set(*k, None, Duration::ZERO);
             }
-            format!("cleared the store faults of nodes {points:?}")
+            (
+                format!("cleared the store faults of nodes {points:?}"),
+                false,
+            )
         }
         Undo::Start(i) => {
             if procs[i].running() {
@@ -1138,8 +1633,86 @@ fn apply_undo(ctx: &Ctx, slot: &Slot, procs: &mut [Proc], u: Undo) -> String {
             }
             procs[i].child = None;
             procs[i].spawn(ctx);
-            format!("started {} again", procs[i].name)
+            (format!("started {} again", procs[i].name), false)
         }
+        Undo::Restore(copy, whole) => (
+            format!("copy written back: {}", restore(backing, &copy, whole)),
+            true,
+        ),
+        Undo::WriteCluster(bytes) => match backing.write("cluster.json", &bytes) {
+            Ok(()) => ("cluster.json written back".into(), true),
+            Err(e) => (format!("cannot write cluster.json back: {e}"), true),
+        },
+        Undo::Remount(i, pid) => {
+            let same = procs[i].child.as_ref().map(|c| c.id()) == Some(pid);
+            if !same || !procs[i].vanished {
+                return (
+                    format!(
+                        "{} was restarted meanwhile: its new mount is in place",
+                        procs[i].name
+                    ),
+                    true,
+                );
+            }
+            let Some((src, target)) = procs[i].bind.clone() else {
+                return ("no bind mount".into(), true);
+            };
+            let r = nsenter(
+                pid,
+                &[
+                    "mount",
+                    "--bind",
+                    &src.display().to_string(),
+                    &target.display().to_string(),
+                ],
+            );
+            procs[i].vanished = r.is_err();
+            match r {
+                Ok(()) => (format!("{}'s store mounted again", procs[i].name), true),
+                Err(e) => (
+                    format!("cannot mount {}'s store again: {e}", procs[i].name),
+                    true,
+                ),
+            }
+        }
+    }
+}
+
+/// Writes a copy back: the whole store, or only its lease (deleted when the copy has none).
+fn restore(backing: &Backing, copy: &Snap, whole: bool) -> String {
+    if whole {
+        return backing.restore(copy);
+    }
+    let key = backing.lease_key();
+    match copy.get(key) {
+        Some(bytes) => match backing.write(key, bytes) {
+            Ok(()) => format!("the earlier {key} written back"),
+            Err(e) => format!("cannot write {key} back: {e}"),
+        },
+        None => match backing.delete(key) {
+            Ok(()) => format!("{key} deleted (the copy had none)"),
+            Err(e) => format!("cannot delete {key}: {e}"),
+        },
+    }
+}
+
+/// Runs a command in the mount namespace of `pid` (the node's own, see `Proc::bind`).
+fn nsenter(pid: u32, cmd: &[&str]) -> Result<(), String> {
+    let out = Command::new("nsenter")
+        .args(["-t", &pid.to_string(), "-m", "--"])
+        .args(cmd)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("nsenter: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} exited with {}: {}",
+            cmd.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
     }
 }
 
@@ -1149,37 +1722,6 @@ fn copy_bucket_note(tdir: &Path, bucket: &str, kept: bool) -> std::io::Result<()
         std::fs::write(tdir.join("bucket.txt"), format!("s3://{bucket}/tenure\n"))?;
     }
     Ok(())
-}
-
-fn epoch_holder(epochs: &Path, e: u64) -> Option<String> {
-    let bytes = std::fs::read(epochs.join(format!("{e}.json"))).ok()?;
-    let v: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
-    v.get("holder")?.as_str().map(String::from)
-}
-
-/// The holder named by `epochs/<e>.json` in the bucket. moto refuses anonymous object reads
-/// but does not verify signatures, so any well-formed `Authorization` header will do.
-fn s3_epoch_holder(endpoint: &str, bucket: &str, e: u64) -> Option<String> {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_global(Some(Duration::from_secs(5)))
-        .build()
-        .into();
-    let url = format!(
-        "{}/{bucket}/tenure/epochs/{e}.json",
-        endpoint.trim_end_matches('/')
-    );
-    let auth = "AWS4-HMAC-SHA256 Credential=chaos/20260101/us-east-1/s3/aws4_request, \
-                SignedHeaders=host, Signature=00";
-    let body = agent
-        .get(&url)
-        .header("Authorization", auth)
-        .call()
-        .ok()?
-        .body_mut()
-        .read_to_string()
-        .ok()?;
-    let v: serde_json::Value = serde_json::from_str(&body).ok()?;
-    v.get("holder")?.as_str().map(String::from)
 }
 
 fn switchover(ctx: &Ctx, to: &Proc) -> String {
@@ -1316,6 +1858,7 @@ fn main() {
         keep_all: o.keep_all,
         admin_auth: format!("Basic {}", base64("admin:s3cret")),
         s3: s3_endpoint.clone(),
+        only: o.only.clone(),
     });
 
     let mut slots = Vec::new();
@@ -1425,9 +1968,22 @@ fn main() {
         }
         if bad {
             println!(
-                "chaos: VIOLATION in trial {} — reproduce: scripts/chaos.sh --trial-seed {:#018x}   (history, logs and store kept in {})",
+                "chaos: VIOLATION in trial {} — reproduce: scripts/chaos.sh --trial-seed {:#018x}{}{}   (history, logs and store kept in {})",
                 out.index,
                 out.seed,
+                if o.s3 { " --store s3" } else { "" },
+                if o.only.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        " --faults {}",
+                        o.only
+                            .iter()
+                            .map(|k| k.name())
+                            .collect::<Vec<_>>()
+                            .join(",")
+                    )
+                },
                 out.kept
                     .as_ref()
                     .map_or("?".into(), |p| p.display().to_string())
@@ -1513,7 +2069,7 @@ fn summarize(o: &Opts, all: &[Outcome], took: Duration) -> String {
     );
     let _ = writeln!(
         s,
-        "| other failures: no master within T + 2p + {} ms margin after the last fault, a node that exited by itself or outlived SIGKILL, a node on a read-only store that started | {avail} |",
+        "| other failures: no master within T + 2p + {} ms margin after the last fault (2T + 5p + 100 ms + margin after a store-memory fault), a node that exited by itself or outlived SIGKILL, a node on a read-only store that started | {avail} |",
         o.margin.as_millis()
     );
     let _ = writeln!(
@@ -1549,6 +2105,50 @@ fn summarize(o: &Opts, all: &[Outcome], took: Duration) -> String {
         "| worst unavailability (longest stretch without any MASTER answer, faults included, upper bound) | {} |",
         ms(gap)
     );
+    let regressions: usize = all
+        .iter()
+        .flat_map(|o| &o.safety)
+        .filter(|v| v.contains("went back") || v.contains("granted twice"))
+        .count();
+    let _ = writeln!(
+        s,
+        "| epoch regressions (a MASTER answer with a lower epoch than an earlier one, or an epoch number granted twice) | {regressions} |"
+    );
+    for kind in [
+        Kind::Wipe,
+        Kind::Rollback,
+        Kind::LeaseReplay,
+        Kind::VanishedMount,
+    ] {
+        let n: u64 = all.iter().filter_map(|o| o.faults.get(&kind)).sum();
+        if n == 0 {
+            continue;
+        }
+        let mut rec: Vec<Duration> = all
+            .iter()
+            .flat_map(|o| &o.memory_recoveries)
+            .filter(|(k, _)| *k == kind)
+            .map(|(_, d)| *d)
+            .collect();
+        rec.sort();
+        let bad = all
+            .iter()
+            .filter(|o| o.faults.contains_key(&kind) && !o.safety.is_empty())
+            .count();
+        let worst_gap = all
+            .iter()
+            .filter(|o| o.faults.contains_key(&kind))
+            .filter_map(|o| o.longest_gap)
+            .max();
+        let _ = writeln!(
+            s,
+            "| {}: trials with a safety violation / end of the fault to a MASTER answer, median / worst / longest time without a master in those trials | {bad} / {} / {} / {} ({n} injected) |",
+            kind.label(),
+            ms(pct(&rec, 0.5)),
+            ms(rec.last().copied()),
+            ms(worst_gap)
+        );
+    }
     let refusals: u64 = all.iter().map(|o| o.refusals).sum();
     let _ = writeln!(
         s,
