@@ -127,7 +127,8 @@ step doc cargo test --workspace --doc "${PROFILE_FLAG[@]+"${PROFILE_FLAG[@]}"}"
 step e2e run_tests e2e --test-threads=1
 # A short randomized fault campaign on the directory store (docs/SAFETY.md; the long one is
 # `scripts/chaos.sh --trials 1000`): kill -9, SIGSTOP, storage hangs and errors through a FUSE
-# fault filesystem, clock offsets, restarts, switchovers. Any violation fails the run and
+# fault filesystem, clock offsets, restarts, switchovers, and a store that misbehaves (wiped,
+# rolled back, an old lease written back, a node's mount vanishing). Any violation fails the run and
 # prints the trial's seed; TENURE_CHAOS_TRIALS / TENURE_CHAOS_S3_TRIALS override the counts.
 step chaos bash scripts/chaos.sh --trials "${TENURE_CHAOS_TRIALS:-80}"
 # The same on S3 (the moto started above), each node through its own fault proxy.

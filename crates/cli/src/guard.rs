@@ -78,7 +78,7 @@ pub struct Params {
     pub log: LogFormat,
     /// From the deadline (or the stop) to SIGKILL: G/2.
     pub kill_after: Duration,
-    /// V on CLOCK_BOOTTIME, nanoseconds (`u64::MAX`: none, as in `--mode disabled`).
+    /// V on CLOCK_BOOTTIME, nanoseconds (`u64::MAX`: none yet: the node holds no lease).
     pub deadline: u64,
     pub cmd: String,
 }

@@ -1,5 +1,5 @@
 //! `tenure init --store …`: make a store a new cluster, the one explicit step before the
-//! first `tenure run` (DESIGN §3.3, §8). `run` never creates a cluster: a mistyped path, an NFS
+//! first `tenure run` (DESIGN §3.3, §3.8). `run` never creates a cluster: a mistyped path, an NFS
 //! mount that is not mounted (the empty directory beneath it) and a wiped store all look like
 //! an empty store, and a cluster created there would answer MASTER beside the real one.
 //!

@@ -430,12 +430,10 @@ impl Machine {
     pub fn new(cfg: Config, now: Now) -> Machine {
         let mode = cfg.mode;
         let priority = cfg.priority;
-        let first = if mode == Mode::Disabled {
-            // A disabled node writes no records, so it does not even create the cluster.
-            StartStep::ModeCheck
-        } else {
-            StartStep::Cluster
-        };
+        // Every mode, `disabled` too, joins the cluster `tenure init` made and claims its name:
+        // a disabled node holds the lease and writes its record like any other, so that the
+        // other nodes see it.
+        let first = StartStep::Cluster;
         let mut m = Machine {
             cfg,
             mode,
@@ -1331,7 +1329,7 @@ impl Machine {
             // A store without cluster.json is never made a cluster by `run`: a mistyped path,
             // a mount that is not there (the empty directory beneath it) and a wiped store all
             // look like this, and a cold start there would be a second cluster beside the real
-            // one. Creating a cluster is the operator's explicit step (DESIGN §3.3, §8).
+            // one. Creating a cluster is the operator's explicit step (DESIGN §3.3, §3.8).
             Ok(OpOutput::Read(ReadResult::Absent)) => self.exit(
                 1,
                 "the store holds no cluster.json, so it is not a tenure cluster: create a new cluster once with `tenure init` on this --store (and the same --heartbeat-timeout); if this cluster exists already, its store is not mounted here or was wiped — then do not init it, mount or restore it".into(),
@@ -2104,7 +2102,7 @@ impl Machine {
         if self.term.is_some()
             || self.releasing.is_some()
             || !self.may_take()
-            || self.base == NodeState::Failed
+            || (self.base == NodeState::Failed && self.mode != Mode::Disabled)
             || self.lost.is_some()
         {
             return None;
@@ -2121,7 +2119,10 @@ impl Machine {
         if self.phase != Phase::Running || self.term.is_some() || self.releasing.is_some() {
             return;
         }
-        if !self.may_take() || self.base == NodeState::Failed || self.lost.is_some() {
+        // FAILED is a disabled node's idle state (it reports MASTER only under its lease), not
+        // a fault that forbids taking.
+        let failed = self.base == NodeState::Failed && self.mode != Mode::Disabled;
+        if !self.may_take() || failed || self.lost.is_some() {
             return;
         }
         let Some(obs) = self.obs.clone() else { return };
@@ -2647,7 +2648,10 @@ impl Machine {
             .cfg
             .storage_timeout
             .max(Config::default_storage_timeout(p));
-        p + storage + crate::config::ANSWER_MARGIN
+        // Measured on this node's clock while the other master's renewal runs on its own: the
+        // two may differ in rate by 2ρ, which this wait covers rather than the margin.
+        let rho = f64::from(self.cfg.clock_drift_ppm) / 1e6;
+        (p + storage).mul_f64((1.0 + rho) / (1.0 - rho)) + crate::config::ANSWER_MARGIN
     }
 
     /// Stop answering MASTER (if still) and report the transition.

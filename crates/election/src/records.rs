@@ -159,7 +159,8 @@ pub struct HeartbeatRecord {
     /// silent node from a slow one. Absent in records of older versions.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub poll_period_ms: Option<u64>,
-    /// The highest epoch this node has seen (in a lease, `epochs/`, or another node's record):
+    /// The highest term this node has seen in a lease or in another node's record (not the
+    /// `epochs/` listing, which every taker reads itself):
     /// a new term is numbered above every epoch a live node reports, so epochs never go back,
     /// even after the store lost its `epochs/` (wiped, rolled back).
     #[serde(default, skip_serializing_if = "Option::is_none")]
