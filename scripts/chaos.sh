@@ -7,6 +7,7 @@
 #   scripts/chaos.sh                      # 20 trials
 #   scripts/chaos.sh --trials 1000        # the long campaign (docs/SAFETY.md)
 #   scripts/chaos.sh --trial-seed 0x…     # reproduce one trial (printed on a violation)
+#   scripts/chaos.sh --faults wipe,rollback,lease-replay,vanished-mount   # only these faults
 #   scripts/chaos.sh --help               # every option
 #
 # Environment: CHAOS_OUT=DIR work directory (default: a fresh /tmp/tenure-chaos.XXXXXX, removed
@@ -20,7 +21,7 @@ ROOT=$(pwd)
 
 for a in "$@"; do
     if [ "$a" = -h ] || [ "$a" = --help ]; then
-        sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'
+        sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'
         echo
         HELP_ONLY=1
     fi

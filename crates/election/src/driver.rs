@@ -192,6 +192,7 @@ impl Driver {
                         }
                     }
                     Event::Log { level, message } => match level {
+                        Level::Debug => tracing::debug!("{message}"),
                         Level::Info => tracing::info!("{message}"),
                         Level::Warn => tracing::warn!("{message}"),
                         Level::Error => tracing::error!("{message}"),

@@ -97,6 +97,8 @@ pub enum Reply {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Level {
+    /// Detail an operator needs only when debugging (`RUST_LOG=debug`).
+    Debug,
     Info,
     Warn,
     Error,
@@ -1279,7 +1281,7 @@ impl Machine {
                         self.events.push_back(Event::Nudge(vec![uri]));
                     }
                 }
-                Err(e) => self.log(Level::Warn, format!("heartbeat write failed: {e}")),
+                Err(e) => self.storage_failed("heartbeat write", &e),
             },
             Purpose::Scan => self.on_scan(now, result),
             Purpose::ClearList => self.on_clear_list(now, result),
@@ -1387,7 +1389,7 @@ impl Machine {
             Err(e) => {
                 // Storage trouble is handled like any failing call: a master that cannot renew
                 // self-fences; nothing here.
-                self.log(Level::Warn, format!("reading cluster.json failed: {e}"));
+                self.storage_failed("reading cluster.json", &e);
                 return;
             }
             Ok(OpOutput::Read(ReadResult::Absent)) => {
@@ -1875,7 +1877,7 @@ impl Machine {
                 if matches!(self.phase, Phase::Starting(_)) {
                     return self.startup_retry(now, "reading the lease", &e);
                 }
-                self.log(Level::Warn, format!("lease read failed: {e}"));
+                self.storage_failed("lease read", &e);
             }
         }
     }
@@ -2793,7 +2795,7 @@ impl Machine {
                     // No take on what could not be corroborated: the next round tries again.
                     self.tasks.retain(|t| !matches!(t, Task::Take { .. }));
                 }
-                return self.log(Level::Warn, format!("reading nodes/ failed: {e}"));
+                return self.storage_failed("reading nodes/", &e);
             }
         };
         self.last_scan = Some(now.mono);
@@ -3054,6 +3056,18 @@ impl Machine {
 
     fn log(&mut self, level: Level, message: String) {
         self.events.push_back(Event::Log { level, message });
+    }
+
+    /// A failed storage call. A call refused because an earlier one still hangs (`Busy`) is
+    /// the same outage, already logged at WARN when that call timed out: DEBUG, or a hung
+    /// store would print a WARN line per call, several per poll.
+    fn storage_failed(&mut self, what: &str, e: &StoreError) {
+        let level = if matches!(e, StoreError::Busy(_)) {
+            Level::Debug
+        } else {
+            Level::Warn
+        };
+        self.log(level, format!("{what} failed: {e}"));
     }
 
     fn reply(&mut self, ticket: u64, result: Result<Reply, CommandError>) {
