@@ -200,8 +200,9 @@ enum Task {
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum StartStep {
     Cluster,
-    /// Watching a foreign instance's record under our name: (version, first seen).
-    Identity(Option<(Version, Nanos)>),
+    /// Watching a foreign instance's record under our name: (version, first seen, and that
+    /// record's instance and seq when it could be read).
+    Identity(Option<(Version, Nanos, Option<(String, u64)>)>),
     /// Writing our own record conditionally: created if absent, or replaced on this version.
     /// Of two processes started with one name at the same instant, exactly one succeeds.
     Claim(Option<Version>),
@@ -1549,7 +1550,7 @@ impl Machine {
             Phase::Starting(StartStep::Identity(w)) => w.clone(),
             _ => None,
         };
-        let (version, desc) = match result {
+        let (version, desc, seen) = match result {
             Ok(OpOutput::Read(ReadResult::Absent)) => return self.claim_name(now, None),
             Ok(OpOutput::Read(ReadResult::Present(r))) => {
                 match records::open::<HeartbeatRecord>(
@@ -1569,16 +1570,20 @@ impl Machine {
                             "instance {} (status {}, seq {})",
                             h.instance_id, h.status, h.seq
                         ),
+                        Some((h.instance_id.clone(), h.seq)),
                     ),
                     Err(OpenError::Unauthentic(_)) => (
                         r.version,
                         "a record not signed with this cluster's secret".to_string(),
+                        None,
                     ),
-                    Err(OpenError::Malformed(_)) => (r.version, "an unreadable record".to_string()),
+                    Err(OpenError::Malformed(_)) => {
+                        (r.version, "an unreadable record".to_string(), None)
+                    }
                 }
             }
             Ok(OpOutput::Read(ReadResult::Unreadable { version, .. })) => {
-                (version, "an unreadable record".to_string())
+                (version, "an unreadable record".to_string(), None)
             }
             Ok(_) => return self.identity_ok(now),
             Err(e) => return self.startup_retry(now, "reading this node's record", &e),
@@ -1594,15 +1599,37 @@ impl Machine {
                     ),
                     now.mono + self.cfg.heartbeat_timeout,
                 );
-                self.phase = Phase::Starting(StartStep::Identity(Some((version, now.mono))));
+                self.phase =
+                    Phase::Starting(StartStep::Identity(Some((version, now.mono, seen))));
                 self.next_round_at = now.mono + self.cfg.poll_period;
             }
-            Some((v, since)) if v == version => {
+            // The same instance's record gone back to an earlier seq: a live process only
+            // moves its seq forward, so this is an older copy written back (a rollback, a
+            // restored snapshot), not a duplicate. Watch the new version for T again.
+            Some((v, _, Some((was_instance, was_seq))))
+                if v != version
+                    && seen
+                        .as_ref()
+                        .is_some_and(|(i, q)| *i == was_instance && *q <= was_seq) =>
+            {
+                self.log(
+                    Level::Warn,
+                    format!(
+                        "nodes/{}.json went back to an earlier copy ({desc}, seq {was_seq} before): the store may have rolled back; watching it for T again",
+                        self.cfg.name
+                    ),
+                );
+                self.phase =
+                    Phase::Starting(StartStep::Identity(Some((version, now.mono, seen))));
+                self.next_round_at = now.mono + self.cfg.poll_period;
+            }
+            Some((v, since, seen_before)) if v == version => {
                 if now.mono >= since + self.cfg.heartbeat_timeout {
                     self.log(Level::Info, format!("the previous instance of {} stood still for T: taking the name over", self.cfg.name));
                     self.claim_name(now, Some(v));
                 } else {
-                    self.phase = Phase::Starting(StartStep::Identity(Some((v, since))));
+                    self.phase =
+                        Phase::Starting(StartStep::Identity(Some((v, since, seen_before))));
                     self.next_round_at = now.mono + self.cfg.poll_period;
                 }
             }
