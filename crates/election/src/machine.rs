@@ -202,12 +202,15 @@ enum StartStep {
     Cluster,
     /// Watching a foreign instance's record under our name: (version, first seen, and that
     /// record's instance and seq when it could be read).
-    Identity(Option<(Version, Nanos, Option<(String, u64)>)>),
+    Identity(Option<(Version, Nanos, Option<InstanceSeq>)>),
     /// Writing our own record conditionally: created if absent, or replaced on this version.
     /// Of two processes started with one name at the same instant, exactly one succeeds.
     Claim(Option<Version>),
     ModeCheck,
 }
+
+/// A node record's writer and sequence number: (instance id, seq).
+type InstanceSeq = (String, u64);
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Phase {

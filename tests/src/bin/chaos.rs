@@ -84,6 +84,8 @@ struct Opts {
     margin: Duration,
     bin: PathBuf,
     keep_all: bool,
+    /// Run a trial again (same seed) when it failed only on availability (`--retry-availability`).
+    retry_availability: bool,
     summary: Option<PathBuf>,
     max_minutes: u64,
     /// `dir` or `s3`.
@@ -105,6 +107,8 @@ const USAGE: &str = "usage: chaos [--trials N] [--seed S] [--trial-seed S] [--jo
   --margin-ms MS   slack on the availability bound T + 2p (default 400 or TENURE_TEST_MARGIN_MS)
   --bin PATH       the tenure binary (default: as the e2e tests find it)
   --keep-all       keep every trial's directory, not only failed ones
+  --retry-availability  run a trial again, with its seed, when it failed only because a master
+                   came late (not on safety); it fails the campaign only if it fails again
   --summary FILE   also write the summary (markdown table) to FILE
   --max-minutes M  stop starting trials after M minutes (default 180)
   --store KIND     dir (default): a directory through one FUSE fault mount per node; s3: a
@@ -148,6 +152,7 @@ fn parse_opts() -> Opts {
         margin: Duration::from_millis(margin_default),
         bin: PathBuf::new(),
         keep_all: false,
+        retry_availability: false,
         summary: None,
         max_minutes: 180,
         only: Vec::new(),
@@ -194,6 +199,7 @@ fn parse_opts() -> Opts {
             "--margin-ms" => o.margin = Duration::from_millis(parse_u64(&val())),
             "--bin" => bin = Some(PathBuf::from(val())),
             "--keep-all" => o.keep_all = true,
+            "--retry-availability" => o.retry_availability = true,
             "--summary" => o.summary = Some(PathBuf::from(val())),
             "--max-minutes" => o.max_minutes = parse_u64(&val()),
             "--faults" => {
@@ -986,6 +992,8 @@ struct Outcome {
     memory_recoveries: Vec<(Kind, Duration)>,
     /// Epoch numbers whose `epochs/<n>.json` named two different holders over the trial.
     regrants: u64,
+    /// Availability misses of a first run that passed when run again (`--retry-availability`).
+    retried: Vec<String>,
 }
 
 fn current_master(obs: &Observer, names: &[String]) -> Option<usize> {
@@ -1922,6 +1930,7 @@ fn main() {
     for slot in slots {
         let (ctx, queue, tx) = (Arc::clone(&ctx), Arc::clone(&queue), tx.clone());
         let nodes = o.nodes;
+        let retry = o.retry_availability;
         threads.push(
             std::thread::Builder::new()
                 .name(format!("slot-{}", slot.index))
@@ -1932,7 +1941,20 @@ fn main() {
                         }
                         let next = queue.lock().unwrap_or_else(|e| e.into_inner()).next();
                         let Some((i, seed)) = next else { break };
-                        let out = run_trial(&ctx, &slot, i, seed, nodes);
+                        let mut out = run_trial(&ctx, &slot, i, seed, nodes);
+                        // A master late once (a storage stall on the shared disk) is run
+                        // again; safety violations never are.
+                        if retry && out.safety.is_empty() && !out.availability.is_empty() {
+                            let first = std::mem::take(&mut out.availability);
+                            let kept = out.kept.take();
+                            out = run_trial(&ctx, &slot, i, seed, nodes);
+                            if out.safety.is_empty() && out.availability.is_empty() {
+                                out.retried = first;
+                                if let Some(dir) = kept {
+                                    let _ = std::fs::remove_dir_all(dir);
+                                }
+                            }
+                        }
                         if tx.send((slot.index, out)).is_err() {
                             break;
                         }
@@ -1965,6 +1987,9 @@ fn main() {
         );
         for v in out.safety.iter().chain(&out.availability) {
             println!("    {v}");
+        }
+        for v in &out.retried {
+            println!("    (first run, passed when run again) {v}");
         }
         if bad {
             println!(
@@ -2149,6 +2174,12 @@ fn summarize(o: &Opts, all: &[Outcome], took: Duration) -> String {
             ms(worst_gap)
         );
     }
+    let retried: Vec<&String> = all.iter().flat_map(|o| &o.retried).collect();
+    let _ = writeln!(
+        s,
+        "| availability misses that passed when the trial was run again with its seed (`--retry-availability`) | {} |",
+        retried.len()
+    );
     let refusals: u64 = all.iter().map(|o| o.refusals).sum();
     let _ = writeln!(
         s,
