@@ -1459,6 +1459,32 @@ fn run_trial(ctx: &Ctx, slot: &Slot, index: u64, seed: u64, nodes: usize) -> Out
         last_fault_end = last_fault_end.max(Instant::now());
     }
 
+    // A mount that could not come back while its store hung comes back now that every fault
+    // is cleared.
+    for p in procs.iter_mut() {
+        if let (true, Some((src, target)), Some(pid)) =
+            (p.vanished, p.bind.clone(), p.child.as_ref().map(|c| c.id()))
+        {
+            let res = nsenter(
+                pid,
+                &[
+                    "mount",
+                    "--bind",
+                    &src.display().to_string(),
+                    &target.display().to_string(),
+                ],
+            );
+            p.vanished = res.is_err();
+            let _ = writeln!(
+                log,
+                "+{}ms {} mounted again after the last fault: {res:?}",
+                rel(Instant::now()),
+                p.name
+            );
+            last_fault_end = last_fault_end.max(Instant::now());
+        }
+    }
+
     // Recovery: a master within T + 2p (+ margin) of the end of the last fault.
     // After a store-memory fault the nodes treat what they find as a new version (the T
     // rule), and a cautious take answers only after one more poll period, a storage deadline
@@ -1704,23 +1730,35 @@ fn restore(backing: &Backing, copy: &Snap, whole: bool) -> String {
     }
 }
 
-/// Runs a command in the mount namespace of `pid` (the node's own, see `Proc::bind`).
+/// Runs a command in the mount namespace of `pid` (the node's own, see `Proc::bind`), for at
+/// most 2 s: `mount --bind` looks its source up through the node's fault mount, which may hang
+/// at that moment, and the runner must not wait for a fault that only it can clear (it did:
+/// both slots of a campaign stuck). A command over time is killed (the fault filesystem fails
+/// a dying caller's held-back requests) and reported as failed.
 fn nsenter(pid: u32, cmd: &[&str]) -> Result<(), String> {
-    let out = Command::new("nsenter")
+    let mut child = Command::new("nsenter")
         .args(["-t", &pid.to_string(), "-m", "--"])
         .args(cmd)
         .stdin(Stdio::null())
-        .output()
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
         .map_err(|e| format!("nsenter: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "{} exited with {}: {}",
-            cmd.join(" "),
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) if status.success() => return Ok(()),
+            Ok(Some(status)) => return Err(format!("{} exited with {status}", cmd.join(" "))),
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!(
+                    "{} did not finish within 2 s (its store hangs?)",
+                    cmd.join(" ")
+                ));
+            }
+        }
     }
 }
 
