@@ -9,6 +9,7 @@ use crate::expect::{
     settle_timeout, wait_status_in_states,
 };
 use crate::{observe_for, wait_until};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 pub const THREE: [&str; 3] = ["node-a", "node-b", "node-c"];
@@ -211,4 +212,45 @@ pub fn five_started_together_elect_one(c: &mut Cluster) {
 /// SIGSTOP at any moment (object stores hold no lock a frozen process could keep).
 pub fn freeze_now(c: &Cluster, label: &str) -> Instant {
     c.node(label).sigstop()
+}
+
+/// SIGSTOP the node at a moment it does not hold the write lock of the directory store's
+/// `lease.lock` (a freeze inside its ~1 ms locked write blocks every takeover: README "Known
+/// limitations"); returns the instant just before the signal.
+pub fn freeze_outside_the_lease_lock(c: &Cluster, label: &str) -> Instant {
+    freeze_outside_the_lease_lock_of(c, c.store(), label)
+}
+
+/// [`freeze_outside_the_lease_lock`] for the directory store at `store`.
+pub fn freeze_outside_the_lease_lock_of(c: &Cluster, store: &Path, label: &str) -> Instant {
+    use std::os::unix::fs::MetadataExt;
+    let pid = c.node(label).pid().expect("running");
+    let ino = std::fs::metadata(store.join("lease.lock"))
+        .expect("lease.lock exists")
+        .ino();
+    for _ in 0..100 {
+        let at = c.node(label).sigstop();
+        // The stop takes effect asynchronously: look once it surely has.
+        std::thread::sleep(Duration::from_millis(2));
+        if !holds_write_flock(pid, ino) {
+            return at;
+        }
+        c.node(label).sigcont();
+        std::thread::sleep(Duration::from_millis(7));
+    }
+    panic!("{label} held the lease lock at 100 attempts to freeze it");
+}
+
+/// Does process `pid` hold an exclusive flock on the file with inode `ino` (per /proc/locks)?
+pub fn holds_write_flock(pid: i32, ino: u64) -> bool {
+    let locks = std::fs::read_to_string("/proc/locks").unwrap_or_default();
+    locks.lines().any(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        // "1: FLOCK  ADVISORY  WRITE 1234 fd:01:5678 0 EOF" (blocked waiters have "->")
+        f.len() >= 6
+            && f[1] == "FLOCK"
+            && f[3] == "WRITE"
+            && f[4].parse::<i32>().ok() == Some(pid)
+            && f[5].rsplit(':').next().and_then(|i| i.parse::<u64>().ok()) == Some(ino)
+    })
 }

@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tenure_tests::expect::{settle_timeout, wait_log_contains};
+use tenure_tests::scenarios::freeze_outside_the_lease_lock;
 use tenure_tests::{Cluster, NodeSpec, serial, wait_for, wait_until};
 
 const TWO: [&str; 2] = ["node-a", "node-b"];
@@ -122,36 +123,6 @@ fn wall_ns() -> u128 {
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_nanos()
-}
-
-/// SIGSTOP `label` at a moment it does not hold the exclusive flock of `lease.lock` (a freeze
-/// inside its ~1 ms locked write blocks every takeover: README, known limitations); returns
-/// the instant just before the signal. As in failover.rs.
-fn freeze_outside_the_lease_lock(c: &Cluster, label: &str) -> Instant {
-    use std::os::unix::fs::MetadataExt;
-    let pid = c.node(label).pid().expect("running");
-    let ino = std::fs::metadata(c.store().join("lease.lock"))
-        .expect("lease.lock exists")
-        .ino();
-    for _ in 0..100 {
-        let at = c.node(label).sigstop();
-        std::thread::sleep(Duration::from_millis(2));
-        let locks = std::fs::read_to_string("/proc/locks").unwrap_or_default();
-        let holds = locks.lines().any(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            f.len() >= 6
-                && f[1] == "FLOCK"
-                && f[3] == "WRITE"
-                && f[4].parse::<i32>().ok() == Some(pid)
-                && f[5].rsplit(':').next().and_then(|i| i.parse::<u64>().ok()) == Some(ino)
-        });
-        if !holds {
-            return at;
-        }
-        c.node(label).sigcont();
-        std::thread::sleep(Duration::from_millis(7));
-    }
-    panic!("{label} held the lease lock at 100 attempts to freeze it");
 }
 
 /// Issue 12, item 7: tenure's own process is frozen (SIGSTOP; its guard and child are not in

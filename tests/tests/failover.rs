@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 use tenure_tests::expect::{assert_takeover_within_bounds, settle_timeout};
-use tenure_tests::scenarios::{self, THREE};
+use tenure_tests::scenarios::{self, THREE, freeze_outside_the_lease_lock, holds_write_flock};
 use tenure_tests::{Cluster, serial};
 
 // The scenarios are shared with the object-store backend (tests/s3_failover.rs).
@@ -35,40 +35,6 @@ fn sigstop_of_the_master_self_fences_and_a_standby_takes_over() {
 fn five_nodes_started_together_elect_exactly_one_master() {
     let _serial = serial();
     scenarios::five_started_together_elect_one(&mut Cluster::standard());
-}
-
-/// SIGSTOP the node at a moment it does not hold the lease's write lock; returns when.
-fn freeze_outside_the_lease_lock(c: &Cluster, label: &str) -> Instant {
-    use std::os::unix::fs::MetadataExt;
-    let pid = c.node(label).pid().expect("running");
-    let ino = std::fs::metadata(c.store().join("lease.lock"))
-        .expect("lease.lock exists")
-        .ino();
-    for _ in 0..100 {
-        let at = c.node(label).sigstop();
-        // The stop takes effect asynchronously: look once it surely has.
-        std::thread::sleep(Duration::from_millis(2));
-        if !holds_write_flock(pid, ino) {
-            return at;
-        }
-        c.node(label).sigcont();
-        std::thread::sleep(Duration::from_millis(7));
-    }
-    panic!("{label} held the lease lock at 100 attempts to freeze it");
-}
-
-/// Does process `pid` hold an exclusive flock on the file with inode `ino` (per /proc/locks)?
-fn holds_write_flock(pid: i32, ino: u64) -> bool {
-    let locks = std::fs::read_to_string("/proc/locks").unwrap_or_default();
-    locks.lines().any(|l| {
-        let f: Vec<&str> = l.split_whitespace().collect();
-        // "1: FLOCK  ADVISORY  WRITE 1234 fd:01:5678 0 EOF" (blocked waiters have "->")
-        f.len() >= 6
-            && f[1] == "FLOCK"
-            && f[3] == "WRITE"
-            && f[4].parse::<i32>().ok() == Some(pid)
-            && f[5].rsplit(':').next().and_then(|i| i.parse::<u64>().ok()) == Some(ino)
-    })
 }
 
 /// A master frozen at the worst moment — while it holds the exclusive flock on `lease.lock`

@@ -21,7 +21,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, OpenOptions};
-use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -34,13 +34,12 @@ use tenure_tests::expect::{
     wait_status_in_states,
 };
 use tenure_tests::s3::s3_cluster;
+use tenure_tests::scenarios::{THREE, freeze_outside_the_lease_lock_of};
 use tenure_tests::spawn::{prepare, run_args};
 use tenure_tests::{
     Cluster, History, NodeSpec, Observer, Sample, Timing, dur_arg, observe_for, serial, tenure_bin,
     wait_for, wait_until,
 };
-
-const THREE: [&str; 3] = ["node-a", "node-b", "node-c"];
 
 // ---------------------------------------------------------------------------------------------
 // Bounds and figures.
@@ -378,35 +377,7 @@ fn freeze(c: &Cluster, raw: &Raw, label: &str) -> Instant {
     let Raw::Dir(root) = raw else {
         return c.node(label).sigstop();
     };
-    let pid = c.node(label).pid().expect("running");
-    let ino = fs::metadata(root.join(LEASE_FILE))
-        .expect("lease.lock exists")
-        .ino();
-    for _ in 0..100 {
-        let at = c.node(label).sigstop();
-        // The stop takes effect asynchronously: look once it surely has.
-        std::thread::sleep(Duration::from_millis(2));
-        if !holds_write_flock(pid, ino) {
-            return at;
-        }
-        c.node(label).sigcont();
-        std::thread::sleep(Duration::from_millis(7));
-    }
-    panic!("{label} held the lease lock at 100 attempts to freeze it");
-}
-
-/// Does process `pid` hold an exclusive flock on the file with inode `ino` (per /proc/locks)?
-fn holds_write_flock(pid: i32, ino: u64) -> bool {
-    let locks = fs::read_to_string("/proc/locks").unwrap_or_default();
-    locks.lines().any(|l| {
-        let f: Vec<&str> = l.split_whitespace().collect();
-        // "1: FLOCK  ADVISORY  WRITE 1234 fd:01:5678 0 EOF" (blocked waiters have "->")
-        f.len() >= 6
-            && f[1] == "FLOCK"
-            && f[3] == "WRITE"
-            && f[4].parse::<i32>().ok() == Some(pid)
-            && f[5].rsplit(':').next().and_then(|i| i.parse::<u64>().ok()) == Some(ino)
-    })
+    freeze_outside_the_lease_lock_of(c, root, label)
 }
 
 /// Starts node-a alone (so that it takes the first term), then node-b and node-c; returns
