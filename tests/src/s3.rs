@@ -1,8 +1,8 @@
-//! Clusters on a local S3 server: moto on 127.0.0.1 (see `tenure_persistence::moto`: started by
+//! Clusters on a local S3 server: moto on 127.0.0.1 (see `tenure_testkit::moto`: started by
 //! `scripts/test.sh`, or by the first test that needs it). Each cluster gets its own bucket.
 
 use crate::{Cluster, Timing};
-use tenure_persistence::moto;
+use tenure_testkit::moto;
 
 /// A cluster whose nodes use `s3://<fresh bucket>/tenure` on moto, configured the way an
 /// operator configures MinIO: `AWS_ENDPOINT_URL`, `AWS_ALLOW_HTTP`, `AWS_REGION` and keys.

@@ -12,7 +12,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
-use tenure_persistence::{DirOptions, DirStore, Store, conformance};
+use tenure_persistence::{DirOptions, DirStore};
+use tenure_store::Store;
+use tenure_testkit::conformance;
 use tenure_tests::faultfs::{Fault, FaultFs, Mounted, is_mounted};
 use tenure_tests::wait_until;
 

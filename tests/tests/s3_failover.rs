@@ -84,7 +84,7 @@ fn s3_request_economy_per_poll() {
     let (master, _) = c.wait_stable_master(&three, settle_timeout(&tm));
     // Past start-up, a nudge or two and the first scans.
     tenure_tests::observe_for(4 * tm.p);
-    let endpoint = tenure_persistence::moto::endpoint().expect("moto is running");
+    let endpoint = tenure_testkit::moto::endpoint().expect("moto is running");
     let bucket = bucket_of(&c);
     // Failed storage calls of each node, from its own metrics.
     let storage_errors = |n: &str| -> u64 {

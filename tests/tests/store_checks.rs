@@ -5,8 +5,8 @@
 
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
-use tenure_persistence::fake_s3::{Objects, object_server};
-use tenure_persistence::moto;
+use tenure_testkit::fake_s3::{Objects, object_server};
+use tenure_testkit::moto;
 use tenure_tests::{serial, tenure_bin};
 
 /// Run `tenure args…` with exactly `env` as its AWS_* environment; kill it after `limit`.

@@ -25,9 +25,9 @@ use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-use tenure_persistence::{
-    LEASE_FILE, LEASE_KEY, LEASE_OBJECT, ObjOptions, ObjStore, ReadResult, Store, moto,
-};
+use tenure_persistence::{LEASE_FILE, LEASE_OBJECT, ObjOptions, ObjStore};
+use tenure_store::{LEASE_KEY, ReadResult, Store};
+use tenure_testkit::moto;
 use tenure_tests::cluster::free_port;
 use tenure_tests::expect::{
     assert_kept_answering, assert_never_master_since, expect_exit, refusal_timeout, settle_timeout,

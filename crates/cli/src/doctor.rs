@@ -12,9 +12,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tenure_persistence::{
-    DirOptions, DirStore, ObjOptions, ObjStore, ReadResult, Store, mount, probe_conditional_writes,
-    probe_create_race, probe_key,
+    DirOptions, DirStore, ObjOptions, ObjStore, mount, probe_conditional_writes, probe_create_race,
+    probe_key,
 };
+use tenure_store::{ReadResult, Store};
 
 /// Contenders in the create race.
 const RACERS: usize = 16;
@@ -195,7 +196,7 @@ fn directory(path: &Path, a: &DoctorArgs, list: &mut Checklist) {
 fn describe_contents(store: &dyn Store, top: &[String]) -> String {
     let nodes = store.list("nodes/").map(|n| n.len()).unwrap_or(0);
     let cluster = top.iter().any(|k| k == "cluster.json");
-    let lease = top.iter().any(|k| k == tenure_persistence::LEASE_KEY);
+    let lease = top.iter().any(|k| k == tenure_store::LEASE_KEY);
     if !cluster && !lease && nodes == 0 {
         "no cluster yet".to_string()
     } else {

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use tenure_election::config::humanize;
 use tenure_election::records::{self, CLUSTER_KEY, ClusterRecord, EPOCHS_PREFIX, NODES_PREFIX};
 use tenure_election::secret::Keyring;
-use tenure_persistence::{LEASE_KEY, ReadResult, Store, StoreError};
+use tenure_store::{LEASE_KEY, ReadResult, Store, StoreError};
 
 const REFUSED: u8 = 1;
 const USAGE: u8 = 2;
@@ -116,7 +116,7 @@ fn init(a: &InitArgs) -> Result<String, (u8, String)> {
         a.heartbeat_timeout,
         a.clock_drift,
         format!("tenure init on {host}"),
-        chrono::Utc::now().timestamp_millis(),
+        tenure_election::clock::wall_millis(),
     );
     let bytes = records::seal(keys.as_ref(), CLUSTER_KEY, &rec);
     match store.create(CLUSTER_KEY, &bytes) {

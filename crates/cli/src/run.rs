@@ -10,7 +10,8 @@ use tenure_election::config::Config;
 use tenure_election::driver::Driver;
 use tenure_election::machine::{Machine, Now};
 use tenure_election::{Command, Snapshot, clock, types};
-use tenure_persistence::{DirOptions, DirStore, Store};
+use tenure_persistence::{DirOptions, DirStore};
+use tenure_store::Store;
 use tokio::sync::{mpsc, watch};
 use tracing::Instrument;
 

@@ -1,7 +1,7 @@
 //! What the election core costs, without I/O: `cargo bench -p tenure-election`.
 //!
 //! - `machine/*`: three nodes' state machines on simulated time against
-//!   `tenure_persistence::MemoryStore` through `driver::execute`, every storage call answered
+//!   `tenure_testkit::MemoryStore` through `driver::execute`, every storage call answered
 //!   at once (as `tests/simulation.rs` drives them, without faults or latency); the figures
 //!   include that store's own work per call (key checks, locks, copies). `steady_poll_period`
 //!   advances a settled cluster (one master renewing, two standbys reading) by one poll period
@@ -18,7 +18,8 @@ use tenure_election::driver::execute;
 use tenure_election::machine::{Event, Machine, Now};
 use tenure_election::records::{self, HeartbeatRecord, LeaseRecord};
 use tenure_election::{Nanos, NodeState};
-use tenure_persistence::{LEASE_KEY, MemoryStore, ReadResult, Store};
+use tenure_store::{LEASE_KEY, ReadResult, Store};
+use tenure_testkit::MemoryStore;
 
 const T: Duration = Duration::from_secs(2);
 const P: Duration = Duration::from_millis(200);

@@ -18,7 +18,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
-use tenure_persistence::{IoThread, LEASE_KEY, ReadResult, Store, StoreError};
+use tenure_store::{IoThread, LEASE_KEY, ReadResult, Store, StoreError};
 use tokio::sync::{mpsc, oneshot, watch};
 
 /// Talks to other nodes. Implemented by the HTTP crate.

@@ -3,7 +3,7 @@
 //! [`machine`] is the protocol of DESIGN §2–3 as a pure state machine: it reads no clock and
 //! does no I/O. Time and storage results go in; storage operations and effects come out. That
 //! makes it testable with simulated time over thousands of seeds (see `tests/simulation.rs`).
-//! [`driver`] runs it against a real [`tenure_persistence::Store`] on tokio.
+//! [`driver`] runs it against a real [`tenure_store::Store`] on tokio.
 
 pub mod clock;
 pub mod command;

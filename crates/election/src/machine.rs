@@ -28,7 +28,7 @@ use crate::snapshot::{BadRecord, LeaseView, NodeRow, Snapshot, Transition, Waiti
 use crate::types::{Mode, NodeState};
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, SystemTime};
-use tenure_persistence::{LEASE_KEY, ReadResult, StoreError, Version};
+use tenure_store::{LEASE_KEY, ReadResult, StoreError, Version};
 
 /// The time as the machine is told it: the protocol clock and, for records only, the wall clock.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -13,7 +13,8 @@ use tenure_election::driver::{Driver, Exit, HookEvent, Hooks, Peers};
 use tenure_election::machine::{Machine, Now};
 use tenure_election::records::LeaseRecord;
 use tenure_election::{Command, NodeState, Snapshot, clock};
-use tenure_persistence::{LEASE_KEY, MemoryStore, ReadResult, Store, StoreError, Version};
+use tenure_store::{LEASE_KEY, ReadResult, Store, StoreError, Version};
+use tenure_testkit::MemoryStore;
 use tokio::sync::{mpsc, watch};
 
 const T: Duration = Duration::from_millis(1000);

@@ -8,7 +8,8 @@ use tenure_election::driver::execute;
 use tenure_election::machine::{Machine, Now, Op};
 use tenure_election::records::{self, ClusterRecord, LeaseRecord};
 use tenure_election::{Nanos, Snapshot};
-use tenure_persistence::{LEASE_KEY, MemoryStore, Store, StoreError};
+use tenure_store::{LEASE_KEY, Store, StoreError};
+use tenure_testkit::MemoryStore;
 
 const MS: u64 = 1_000_000;
 

@@ -10,7 +10,8 @@ use tenure_election::machine::{Event, Machine, Now};
 use tenure_election::records::{self, ClusterRecord, HeartbeatRecord};
 use tenure_election::types::{Mode, NodeState};
 use tenure_election::{Nanos, Snapshot};
-use tenure_persistence::{MemoryStore, Store};
+use tenure_store::Store;
+use tenure_testkit::MemoryStore;
 
 const MS: u64 = 1_000_000;
 
@@ -112,7 +113,7 @@ fn an_older_copy_of_the_previous_instances_record_is_not_a_duplicate() {
     assert_eq!(snap.base_state, NodeState::Standby, "{snap:?}");
     // The name is ours now: our record, our instance.
     let ours = store.read(&records::node_key("b")).unwrap();
-    let tenure_persistence::ReadResult::Present(r) = ours else {
+    let tenure_store::ReadResult::Present(r) = ours else {
         panic!("no record of b");
     };
     let h: HeartbeatRecord = records::parse(&r.bytes).unwrap();

@@ -11,7 +11,8 @@ use tenure_election::driver::execute;
 use tenure_election::machine::{Event, Machine, Now, Request};
 use tenure_election::records;
 use tenure_election::{Nanos, NodeState};
-use tenure_persistence::{MemoryStore, Store};
+use tenure_store::Store;
+use tenure_testkit::MemoryStore;
 
 const MS: u64 = 1_000_000;
 const STEP_MS: u64 = 5;

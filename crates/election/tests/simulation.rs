@@ -24,7 +24,7 @@ use tenure_election::machine::{Event, Machine, Now, Op, OpOutput, OpResult, Requ
 use tenure_election::records::{self, LeaseRecord};
 use tenure_election::secret::Keyring;
 use tenure_election::{Mode, NodeState};
-use tenure_persistence::{LEASE_KEY, ReadResult, Record, StoreError, Version};
+use tenure_store::{LEASE_KEY, ReadResult, Record, StoreError, Version};
 
 const MS: u64 = 1_000_000;
 

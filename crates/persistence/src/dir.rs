@@ -16,11 +16,7 @@
 //! On NFS, Linux emulates `flock` with POSIX byte-range locks, which belong to the *process*:
 //! use one `DirStore` per process there (several in one process do not exclude each other).
 
-use crate::LEASE_KEY;
 use crate::mount::{self, MountInfo};
-use crate::{
-    MAX_RECORD_BYTES, ReadResult, Record, Store, StoreError, Version, validate_key, validate_prefix,
-};
 use std::ffi::{CStr, CString};
 use std::fs::{File, OpenOptions, Permissions, TryLockError};
 use std::io::{self, Read};
@@ -30,6 +26,10 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tenure_store::{
+    LEASE_KEY, MAX_RECORD_BYTES, ReadResult, Record, Store, StoreError, Version, validate_key,
+    validate_prefix,
+};
 use xxhash_rust::xxh3::{Xxh3, xxh3_64};
 
 /// The lease's file under the root.

@@ -24,10 +24,6 @@
 //! `409 ConditionalRequestConflict` (another conditional write was in flight: nothing was
 //! written), re-read and retried while the deadline allows.
 
-use crate::{
-    LEASE_KEY, MAX_RECORD_BYTES, ReadResult, Record, Store, StoreError, Version, validate_key,
-    validate_prefix,
-};
 use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey, S3ConditionalPut};
 use object_store::azure::{AzureConfigKey, MicrosoftAzureBuilder};
 use object_store::client::{HttpError, HttpErrorKind};
@@ -40,6 +36,10 @@ use object_store::{
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tenure_store::{
+    LEASE_KEY, MAX_RECORD_BYTES, ReadResult, Record, Store, StoreError, Version, validate_key,
+    validate_prefix,
+};
 
 /// The lease's object name under the prefix.
 pub const LEASE_OBJECT: &str = "lease.json";

@@ -2,8 +2,10 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::sync::{Arc, Mutex};
-use tenure_persistence::conformance;
-use tenure_persistence::{DirOptions, DirStore, MemoryStore, Store};
+use tenure_persistence::{DirOptions, DirStore};
+use tenure_store::Store;
+use tenure_testkit::MemoryStore;
+use tenure_testkit::conformance;
 
 #[test]
 fn memory_store_conforms() {

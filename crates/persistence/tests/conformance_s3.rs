@@ -1,14 +1,13 @@
 //! The shared Store conformance suite and S3-specific behaviour, against a real S3 server:
-//! moto on 127.0.0.1 (`scripts/moto.sh`; see `tenure_persistence::moto`). Every test gets its
+//! moto on 127.0.0.1 (`scripts/moto.sh`; see `tenure_testkit::moto`). Every test gets its
 //! own bucket.
 
 use std::sync::Arc;
 use std::time::Duration;
-use tenure_persistence::conformance::{self, Caps};
-use tenure_persistence::{
-    LEASE_KEY, ObjOptions, ObjStore, ReadResult, Store, StoreError, Version, moto,
-    probe_conditional_writes, probe_create_race,
-};
+use tenure_persistence::{ObjOptions, ObjStore, probe_conditional_writes, probe_create_race};
+use tenure_store::{LEASE_KEY, ReadResult, Store, StoreError, Version};
+use tenure_testkit::conformance::{self, Caps};
+use tenure_testkit::moto;
 
 fn open(endpoint: &str, url: &str, timeout: Duration) -> ObjStore {
     ObjStore::open(

@@ -6,10 +6,8 @@ use std::io::{Seek, SeekFrom, Write};
 use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::Path;
 use std::time::{Duration, Instant};
-use tenure_persistence::{
-    DirOptions, DirStore, LEASE_KEY, LEASE_PAYLOAD_MAX, LEASE_SLOT_BYTES, MAX_RECORD_BYTES,
-    ReadResult, Store, StoreError, Version,
-};
+use tenure_persistence::{DirOptions, DirStore, LEASE_PAYLOAD_MAX, LEASE_SLOT_BYTES};
+use tenure_store::{LEASE_KEY, MAX_RECORD_BYTES, ReadResult, Store, StoreError, Version};
 
 /// Opens `root`, creating it first (mode 0700) as an operator would: the store never creates
 /// its own root.

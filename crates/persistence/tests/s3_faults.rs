@@ -10,11 +10,9 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
-use tenure_persistence::fake_s3::{DATE, Fake, Objects, Request, Response, object_server, serve};
-use tenure_persistence::{
-    LEASE_KEY, ObjOptions, ObjStore, ReadResult, Store, StoreError, Version,
-    probe_conditional_writes, probe_create_race,
-};
+use tenure_persistence::{ObjOptions, ObjStore, probe_conditional_writes, probe_create_race};
+use tenure_store::{LEASE_KEY, ReadResult, Store, StoreError, Version};
+use tenure_testkit::fake_s3::{DATE, Fake, Objects, Request, Response, object_server, serve};
 
 /// A named store call, for tables of cases.
 type Op = (

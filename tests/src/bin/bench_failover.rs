@@ -4,7 +4,7 @@
 //! usage: bench_failover [RUNS] [T] [p] [STORE]   (defaults: 10 runs, T = 2s, p = 200ms, dir)
 //!
 //! STORE is `dir` (a local directory) or `s3` (a fresh bucket on the local moto server, see
-//! `tenure_persistence::moto`).
+//! `tenure_testkit::moto`).
 //!
 //! For each run: a fresh 3-node cluster; kill -9 of the master, time until another node
 //! answers MASTER (reported as failover − T); then SIGTERM of the new master, time until a third

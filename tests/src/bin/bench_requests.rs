@@ -58,7 +58,7 @@ fn main() {
     let (master, _) = c.wait_stable_master(&names, 3 * t + 10 * p + Duration::from_secs(10));
     // Past start-up: the first scans and the nudges of the election.
     std::thread::sleep(2 * p + Duration::from_secs(1));
-    let endpoint = tenure_persistence::moto::endpoint().expect("moto is running");
+    let endpoint = tenure_testkit::moto::endpoint().expect("moto is running");
     let started = Instant::now();
     let rec = Recorder::start(&endpoint);
     std::thread::sleep(p * polls);

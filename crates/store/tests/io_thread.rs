@@ -2,7 +2,8 @@
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tenure_persistence::{IoThread, MemoryStore, ReadResult, Store, StoreError};
+use tenure_store::{IoThread, ReadResult, Store, StoreError};
+use tenure_testkit::MemoryStore;
 
 fn setup() -> (MemoryStore, IoThread) {
     let mem = MemoryStore::new();

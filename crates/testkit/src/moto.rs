@@ -109,7 +109,7 @@ pub fn unique_bucket(tag: &str) -> String {
         .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
         .take(30)
         .collect();
-    let id = crate::probe_key();
+    let id = tenure_persistence::probe_key();
     let hex = id
         .trim_start_matches("probe/")
         .trim_end_matches(".json")
@@ -144,7 +144,7 @@ pub fn create_bucket(endpoint: &str, bucket: &str) -> Result<(), String> {
     }
 }
 
-/// `object_store` settings for a store on this endpoint (for [`crate::ObjOptions::config`]).
+/// `object_store` settings for a store on this endpoint (for [`tenure_persistence::ObjOptions::config`]).
 pub fn store_config(endpoint: &str) -> Vec<(String, String)> {
     [
         ("aws_endpoint", endpoint),

@@ -5,8 +5,8 @@
 //! store: [`run_all_with_handles`] lets a backend supply handles opened independently (as
 //! separate processes would), which is what makes the directory backend's race meaningful.
 
-use crate::{LEASE_KEY, MAX_RECORD_BYTES, ReadResult, Store, StoreError, Version};
 use std::sync::{Arc, Barrier};
+use tenure_store::{LEASE_KEY, MAX_RECORD_BYTES, ReadResult, Store, StoreError, Version};
 
 /// Threads in each race.
 pub const RACE_THREADS: usize = 16;

@@ -3,14 +3,15 @@
 //! lease cannot be deleted and is limited to one slot's payload. Faults can be injected at any
 //! time from any thread.
 
-use crate::{
-    LEASE_KEY, LEASE_PAYLOAD_MAX, MAX_RECORD_BYTES, ReadResult, Record, Store, StoreError, Version,
-    validate_key, validate_prefix,
-};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
+use tenure_persistence::LEASE_PAYLOAD_MAX;
+use tenure_store::{
+    LEASE_KEY, MAX_RECORD_BYTES, ReadResult, Record, Store, StoreError, Version, validate_key,
+    validate_prefix,
+};
 
 /// Process-wide, so versions never repeat even across stores.
 static NEXT_GENERATION: AtomicU64 = AtomicU64::new(1);
