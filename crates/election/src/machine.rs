@@ -201,7 +201,7 @@ enum Task {
 enum StartStep {
     Cluster,
     /// Watching a foreign instance's record under our name: (version, first seen, and that
-    /// record's instance and seq when it could be read).
+    /// record's instance and the highest seq seen of it, when it could be read).
     Identity(Option<(Version, Nanos, Option<InstanceSeq>)>),
     /// Writing our own record conditionally: created if absent, or replaced on this version.
     /// Of two processes started with one name at the same instant, exactly one succeeds.
@@ -1606,24 +1606,29 @@ impl Machine {
                     Phase::Starting(StartStep::Identity(Some((version, now.mono, seen))));
                 self.next_round_at = now.mono + self.cfg.poll_period;
             }
-            // The same instance's record gone back to an earlier seq: a live process only
-            // moves its seq forward, so this is an older copy written back (a rollback, a
-            // restored snapshot), not a duplicate. Watch the new version for T again.
-            Some((v, _, Some((was_instance, was_seq))))
+            // The same instance's record at a seq no higher than the highest seen: a live
+            // process only moves its seq beyond every seq it wrote, so this is an older copy
+            // written back (a rollback, a restored snapshot; twice in a row, the second copy
+            // may be newer than the first but is still old), not a duplicate. Watch the new
+            // version for T again, remembering the highest seq seen.
+            Some((v, _, Some((was_instance, highest))))
                 if v != version
                     && seen
                         .as_ref()
-                        .is_some_and(|(i, q)| *i == was_instance && *q <= was_seq) =>
+                        .is_some_and(|(i, q)| *i == was_instance && *q <= highest) =>
             {
                 self.log(
                     Level::Warn,
                     format!(
-                        "nodes/{}.json went back to an earlier copy ({desc}, seq {was_seq} before): the store may have rolled back; watching it for T again",
+                        "nodes/{}.json went back to an earlier copy ({desc}, seq {highest} seen before): the store may have rolled back; watching it for T again",
                         self.cfg.name
                     ),
                 );
-                self.phase =
-                    Phase::Starting(StartStep::Identity(Some((version, now.mono, seen))));
+                self.phase = Phase::Starting(StartStep::Identity(Some((
+                    version,
+                    now.mono,
+                    Some((was_instance, highest)),
+                ))));
                 self.next_round_at = now.mono + self.cfg.poll_period;
             }
             Some((v, since, seen_before)) if v == version => {

@@ -1,7 +1,8 @@
 //! Taking over a node name at start-up: the record of a previous instance under our name must
 //! stand still for T. A live process moves its `seq` forward, so a change means a duplicate
 //! (exit 1); the same instance's record gone back to an earlier `seq` is an older copy written
-//! back (a store rollback, found by the fault campaign), which only restarts the watch.
+//! back (a store rollback, found by the fault campaign), which only restarts the watch, as
+//! does a later copy written back again: only a seq beyond the highest seen is a live writer.
 
 use std::time::Duration;
 use tenure_election::config::Config;
@@ -128,6 +129,39 @@ fn a_record_that_moves_forward_is_a_live_duplicate() {
     store.put(&records::node_key("b"), &old_record(9)).unwrap();
     let exit = run(&mut m, &store, 400, 3_000);
     let (code, message) = exit.expect("a live process under our name must stop this one");
+    assert_eq!(code, 1);
+    assert!(message.contains("duplicate node name"), "{message}");
+}
+
+/// Two rollbacks in a row (campaign trial 0x0a5d2ce31409e744): the record goes back from seq 8
+/// to 4, then a second, later copy writes seq 8 back. 8 is not beyond what this node already
+/// saw, so it is still an old copy, not a live process.
+#[test]
+fn a_copy_written_back_again_is_not_a_duplicate() {
+    let store = store();
+    let mut m = Machine::new(cfg(), now(0));
+    assert_eq!(run(&mut m, &store, 0, 400), None);
+    store.put(&records::node_key("b"), &old_record(4)).unwrap();
+    assert_eq!(run(&mut m, &store, 400, 700), None);
+    store.put(&records::node_key("b"), &old_record(8)).unwrap();
+    let exit = run(&mut m, &store, 700, 3_500);
+    assert_eq!(
+        exit, None,
+        "a record written back again taken for a live duplicate"
+    );
+    assert_eq!(snapshot(&mut m, 3_500).base_state, NodeState::Standby);
+}
+
+/// ...but a seq beyond the highest this node saw is a live writer, even after a rollback.
+#[test]
+fn a_record_beyond_the_highest_seq_seen_is_a_live_duplicate() {
+    let store = store();
+    let mut m = Machine::new(cfg(), now(0));
+    assert_eq!(run(&mut m, &store, 0, 400), None);
+    store.put(&records::node_key("b"), &old_record(4)).unwrap();
+    assert_eq!(run(&mut m, &store, 400, 700), None);
+    store.put(&records::node_key("b"), &old_record(9)).unwrap();
+    let (code, message) = run(&mut m, &store, 700, 3_500).expect("a live writer under our name");
     assert_eq!(code, 1);
     assert!(message.contains("duplicate node name"), "{message}");
 }
