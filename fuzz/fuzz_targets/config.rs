@@ -1,10 +1,7 @@
 //! The `--config` JSON file: its expansion into flags and their parsing by clap.
 #![no_main]
 
-#[path = "../../crates/cli/src/args.rs"]
-#[allow(dead_code)]
-mod args;
-use args::{Cli, config_args};
+use tenure::args::{Cli, config_args};
 
 include!("../checks/config.rs");
 libfuzzer_sys::fuzz_target!(|data: &[u8]| check_config(data));

@@ -439,7 +439,7 @@ impl Cluster {
     pub fn init(&mut self, extra: &[&str]) {
         crate::init_store(
             &self.store_arg,
-            &crate::dur_arg(self.timing.t),
+            &dur_arg(self.timing.t),
             extra,
             &self.store_env,
         );

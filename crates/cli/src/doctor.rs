@@ -8,12 +8,12 @@
 use crate::args::DoctorArgs;
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tenure_persistence::{
-    DirOptions, DirStore, ObjOptions, ObjStore, mount, probe_conditional_writes, probe_create_race,
-    probe_key,
+    DirOptions, DirStore, ObjOptions, ObjStore, StoreLocation, mount, probe_conditional_writes,
+    probe_create_race, probe_key,
 };
 use tenure_store::{ReadResult, Store};
 
@@ -59,17 +59,13 @@ pub fn main(a: DoctorArgs) -> u8 {
         eprintln!("tenure doctor: --storage-timeout must be more than zero");
         return 2;
     }
-    if tenure_persistence::is_object_url(&a.store) {
-        object_store(&a, &mut list);
-    } else if let Some((scheme, _)) = a.store.split_once("://").filter(|(s, _)| *s != "file") {
-        eprintln!(
-            "tenure doctor: --store {}: there is no {scheme}:// backend; use a directory, file:///path, s3://, gs:// or az://",
-            a.store
-        );
-        return 2;
-    } else {
-        let path = PathBuf::from(a.store.strip_prefix("file://").unwrap_or(&a.store));
-        directory(&path, &a, &mut list);
+    match StoreLocation::parse(&a.store) {
+        Ok(StoreLocation::Object(_)) => object_store(&a, &mut list),
+        Ok(StoreLocation::Directory(path)) => directory(&path, &a, &mut list),
+        Err(e) => {
+            eprintln!("tenure doctor: {e}");
+            return 2;
+        }
     }
     if list.failed == 0 {
         println!("all checks passed");

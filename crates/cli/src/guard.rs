@@ -129,7 +129,7 @@ pub fn main(args: &[String]) -> u8 {
             return 2;
         }
     };
-    crate::run::init_logging(p.log);
+    crate::logging::init(p.log);
     let node = std::env::var("TENURE_NODE").unwrap_or_default();
     let span = tracing::info_span!("exec-guard", node = %node);
     let _in = span.enter();

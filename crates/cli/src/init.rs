@@ -9,12 +9,12 @@
 //! the old T (every node stopped).
 
 use crate::args::InitArgs;
-use std::path::Path;
 
 use std::time::{Duration, Instant};
 use tenure_election::config::humanize;
 use tenure_election::records::{self, CLUSTER_KEY, ClusterRecord, EPOCHS_PREFIX, NODES_PREFIX};
 use tenure_election::secret::Keyring;
+use tenure_persistence::StoreLocation;
 use tenure_store::{LEASE_KEY, ReadResult, Store, StoreError};
 
 const REFUSED: u8 = 1;
@@ -156,12 +156,11 @@ fn init(a: &InitArgs) -> Result<String, (u8, String)> {
 /// A directory store's root is created here (never by `run`), one level only: a parent that
 /// does not exist is a typo or a missing mount.
 fn create_root(store: &str) -> Result<bool, (u8, String)> {
-    if tenure_persistence::is_object_url(store)
-        || store.contains("://") && !store.starts_with("file://")
-    {
+    let Ok(StoreLocation::Directory(path)) = StoreLocation::parse(store) else {
+        // An object store, or a URL that opening the store refuses with the reason.
         return Ok(false);
-    }
-    let path = Path::new(store.strip_prefix("file://").unwrap_or(store));
+    };
+    let path = path.as_path();
     if std::fs::symlink_metadata(path).is_ok() {
         return Ok(false);
     }

@@ -20,7 +20,7 @@ pub(crate) fn client(q: &QueryArgs) -> Result<Client, String> {
     Client::with_tls(q.timeout, auth, &tls)
 }
 
-fn block_on<F: std::future::Future>(f: F) -> F::Output {
+fn block_on<F: Future>(f: F) -> F::Output {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

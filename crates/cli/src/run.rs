@@ -1,6 +1,6 @@
 //! `tenure run`: validate the configuration, open the store, serve HTTP and drive the election.
 
-use crate::args::{LogFormat, RunArgs};
+use crate::args::RunArgs;
 use crate::hooks::ShellHooks;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -10,7 +10,7 @@ use tenure_election::config::Config;
 use tenure_election::driver::Driver;
 use tenure_election::machine::{Machine, Now};
 use tenure_election::{Command, Snapshot, clock, types};
-use tenure_persistence::{DirOptions, DirStore};
+use tenure_persistence::{DirOptions, DirStore, StoreLocation};
 use tenure_store::Store;
 use tokio::sync::{mpsc, watch};
 use tracing::Instrument;
@@ -29,7 +29,7 @@ pub fn main(a: RunArgs) -> u8 {
     // so that hooks and --exec children never inherit them.
     let env_secret = take_env_secret("TENURE_SECRET");
     let env_accept = take_env_secret("TENURE_ACCEPT_SECRET");
-    init_logging(a.log_format);
+    crate::logging::init(a.log_format);
     let keys = match load_keys(&a, env_secret, env_accept) {
         Ok(k) => k.map(Arc::new),
         Err(e) => return usage(e),
@@ -347,20 +347,9 @@ pub(crate) fn open_store(
     lock_wait: Duration,
     poll: Duration,
 ) -> Result<Arc<dyn Store>, (u8, String)> {
-    if tenure_persistence::is_object_url(arg) {
-        return open_object_store(arg, lock_wait, poll);
-    }
-    let path = if let Some(p) = arg.strip_prefix("file://") {
-        PathBuf::from(p)
-    } else if let Some((scheme, _)) = arg.split_once("://") {
-        return Err((
-            USAGE,
-            format!(
-                "--store {arg}: there is no {scheme}:// backend; use a directory path (local disk or an NFS mount), file:///path, s3://bucket/prefix, gs://bucket/prefix or az://container/prefix"
-            ),
-        ));
-    } else {
-        PathBuf::from(arg)
+    let path = match StoreLocation::parse(arg).map_err(|e| (USAGE, e))? {
+        StoreLocation::Object(url) => return open_object_store(&url, lock_wait, poll),
+        StoreLocation::Directory(path) => path,
     };
     // A lock held longer than one storage call is a stopped or hung peer: give up within the
     // call's own deadline rather than keep the I/O thread busy.
@@ -417,29 +406,5 @@ fn default_uri(bind: SocketAddr) -> String {
         format!("http://{host}:{}", bind.port())
     } else {
         format!("http://{bind}")
-    }
-}
-
-/// Colour codes in text logs only when standard error is a terminal and `NO_COLOR` is unset or
-/// empty (no-color.org): a log file or journald should read as plain text.
-fn use_colour() -> bool {
-    use std::io::IsTerminal;
-    colour_allowed(std::env::var_os("NO_COLOR").as_deref()) && std::io::stderr().is_terminal()
-}
-
-fn colour_allowed(no_color: Option<&std::ffi::OsStr>) -> bool {
-    no_color.is_none_or(|v| v.is_empty())
-}
-
-pub(crate) fn init_logging(format: LogFormat) {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("TENURE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(use_colour())
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().flatten_event(true).init(),
     }
 }

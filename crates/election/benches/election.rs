@@ -1,8 +1,8 @@
 //! What the election core costs, without I/O: `cargo bench -p tenure-election`.
 //!
 //! - `machine/*`: three nodes' state machines on simulated time against
-//!   `tenure_testkit::MemoryStore` through `driver::execute`, every storage call answered
-//!   at once (as `tests/simulation.rs` drives them, without faults or latency); the figures
+//!   `tenure_testkit::MemoryStore`, driven by `tenure_testkit::harness` (every storage call
+//!   answered at once through `driver::execute`, each node woken at its own timers); the figures
 //!   include that store's own work per call (key checks, locks, copies). `steady_poll_period`
 //!   advances a settled cluster (one master renewing, two standbys reading) by one poll period
 //!   p: every node's round, the operations it issues and their results. `first_master` starts
@@ -13,30 +13,14 @@
 use criterion::{Criterion, criterion_group, criterion_main};
 use std::hint::black_box;
 use std::time::Duration;
+use tenure_election::Nanos;
 use tenure_election::config::Config;
-use tenure_election::driver::execute;
-use tenure_election::machine::{Event, Machine, Now};
 use tenure_election::records::{self, HeartbeatRecord, LeaseRecord};
-use tenure_election::{Nanos, NodeState};
 use tenure_store::{LEASE_KEY, ReadResult, Store};
-use tenure_testkit::MemoryStore;
+use tenure_testkit::harness::Cluster;
 
 const T: Duration = Duration::from_secs(2);
 const P: Duration = Duration::from_millis(200);
-
-/// Nodes on one simulated clock (no drift), each storage call answered at once.
-struct Cluster {
-    store: MemoryStore,
-    nodes: Vec<Option<Machine>>,
-    t: Nanos,
-}
-
-fn now(t: Nanos) -> Now {
-    Now {
-        mono: t,
-        wall_ms: 1_700_000_000_000 + (t.0 / 1_000_000) as i64,
-    }
-}
 
 fn config(i: usize) -> Config {
     Config {
@@ -51,134 +35,61 @@ fn config(i: usize) -> Config {
     }
 }
 
-impl Cluster {
-    fn new(n: usize) -> Self {
-        let t = Nanos(1_000_000_000);
-        let mut c = Cluster {
-            store: {
-                // As `tenure init` leaves a store: cluster.json, no term yet.
-                let store = MemoryStore::new();
-                let bytes = tenure_election::records::init_cluster_bytes(None, "c", T, 10_000);
-                store
-                    .create(tenure_election::records::CLUSTER_KEY, &bytes)
-                    .unwrap();
-                store
-            },
-            nodes: (0..n)
-                .map(|i| Some(Machine::new(config(i), now(t))))
-                .collect(),
-            t,
-        };
-        for i in 0..n {
-            c.pump(i);
+/// n nodes started together on a store made by `tenure init`, at simulated time 1 s.
+fn cluster(n: usize) -> Cluster {
+    let mut c = Cluster::initialised(T).starting_at(Nanos(1_000_000_000));
+    for i in 0..n {
+        let node = c.add(config(i));
+        c.pump(node);
+    }
+    c
+}
+
+/// Runs until some node is MASTER (at most `limit` of simulated time).
+fn run_until_master(c: &mut Cluster, limit: Duration) -> usize {
+    let end = c.t + limit;
+    while c.t < end {
+        if let Some(m) = c.master() {
+            return m;
         }
-        c
+        let step = c.t + Duration::from_millis(10);
+        c.advance_to(step);
     }
+    c.master().expect("a master within the limit")
+}
 
-    /// Runs node i's operations to completion and answers its hooks at once.
-    fn pump(&mut self, i: usize) {
-        let n = now(self.t);
-        let Some(m) = self.nodes[i].as_mut() else {
-            return;
-        };
-        loop {
-            let op = if m.has_inflight() { None } else { m.poll_op(n) };
-            let mut hooks = Vec::new();
-            while let Some(e) = m.poll_event() {
-                if let Event::Transition { hook, .. } = e {
-                    hooks.push(hook);
-                }
-            }
-            for h in hooks {
-                m.handle_hook_done(n, h, true);
-            }
-            match op {
-                Some(op) => {
-                    let r = execute(&self.store, op);
-                    m.handle_op_result(n, r);
-                }
-                None => break,
-            }
-        }
-    }
-
-    /// Advances simulated time to `until`, waking each node at its own timers.
-    fn run_until(&mut self, until: Nanos) {
-        loop {
-            let next = self
-                .nodes
-                .iter()
-                .enumerate()
-                .filter_map(|(i, m)| m.as_ref().and_then(|m| m.poll_timeout().map(|t| (t, i))))
-                .min();
-            match next {
-                Some((at, i)) if at <= until => {
-                    self.t = at.max(self.t);
-                    let n = now(self.t);
-                    if let Some(m) = self.nodes[i].as_mut() {
-                        m.handle_timeout(n);
-                    }
-                    self.pump(i);
-                }
-                _ => break,
-            }
-        }
-        self.t = until.max(self.t);
-    }
-
-    fn master(&self) -> Option<usize> {
-        self.nodes.iter().position(|m| {
-            m.as_ref()
-                .is_some_and(|m| m.state_at(self.t) == NodeState::Master)
-        })
-    }
-
-    /// Runs until some node is MASTER (at most `limit` of simulated time).
-    fn run_until_master(&mut self, limit: Duration) -> usize {
-        let end = self.t + limit;
-        while self.t < end {
-            if let Some(m) = self.master() {
-                return m;
-            }
-            let step = self.t + Duration::from_millis(10);
-            self.run_until(step);
-        }
-        self.master().expect("a master within the limit")
-    }
-
-    /// A started cluster, run for a few timeouts so that every node has settled.
-    fn settled(n: usize) -> Self {
-        let mut c = Cluster::new(n);
-        c.run_until_master(T * 4);
-        let until = c.t + T * 3;
-        c.run_until(until);
-        c
-    }
+/// A started cluster, run for a few timeouts so that every node has settled.
+fn settled(n: usize) -> Cluster {
+    let mut c = cluster(n);
+    run_until_master(&mut c, T * 4);
+    let until = c.t + T * 3;
+    c.advance_to(until);
+    c
 }
 
 fn machine(c: &mut Criterion) {
     let mut g = c.benchmark_group("machine");
     g.bench_function("steady_poll_period_3_nodes", |b| {
-        let mut cl = Cluster::settled(3);
+        let mut cl = settled(3);
         b.iter(|| {
             let until = cl.t + P;
-            cl.run_until(until);
+            cl.advance_to(until);
             black_box(cl.master())
         })
     });
     g.bench_function("first_master_3_nodes", |b| {
         b.iter(|| {
-            let mut cl = Cluster::new(3);
-            black_box(cl.run_until_master(T * 4))
+            let mut cl = cluster(3);
+            black_box(run_until_master(&mut cl, T * 4))
         })
     });
     g.bench_function("failover_3_nodes", |b| {
         b.iter_batched(
-            || Cluster::settled(3),
+            || settled(3),
             |mut cl| {
                 let m = cl.master().expect("a settled cluster has a master");
-                cl.nodes[m] = None;
-                black_box(cl.run_until_master(T * 3))
+                cl.kill(m);
+                black_box(run_until_master(&mut cl, T * 3))
             },
             criterion::BatchSize::SmallInput,
         )
@@ -187,7 +98,7 @@ fn machine(c: &mut Criterion) {
 }
 
 fn record_bytes() -> (Vec<u8>, Vec<u8>) {
-    let c = Cluster::settled(3);
+    let c = settled(3);
     let read = |key: &str| match c.store.read(key) {
         Ok(ReadResult::Present(r)) => r.bytes,
         other => panic!("{key}: {other:?}"),

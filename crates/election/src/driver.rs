@@ -122,7 +122,6 @@ impl Driver {
         let mut next_ticket: u64 = 1;
         let (hook_tx, mut hook_rx) = mpsc::unbounded_channel::<(u64, bool)>();
         let mut op: Option<Pin<Box<dyn Future<Output = OpResult> + Send>>> = None;
-        let mut published = 0u64;
         let mut wall_offset = clock::wall_minus_boot();
         let mut commands_open = true;
         loop {
@@ -166,7 +165,7 @@ impl Driver {
                     } => {
                         tracing::info!(from = %from, to = %to, epoch, "state change: {from} -> {to}: {reason}");
                         self.stats.transitions.fetch_add(1, Ordering::Relaxed);
-                        let fut = self.hooks.run(crate::driver::HookEvent {
+                        let fut = self.hooks.run(HookEvent {
                             node: self.machine.config().name.clone(),
                             state: to,
                             previous: from,
@@ -191,12 +190,43 @@ impl Driver {
                             deliver(p, result);
                         }
                     }
-                    Event::Log { level, message } => match level {
-                        Level::Debug => tracing::debug!("{message}"),
-                        Level::Info => tracing::info!("{message}"),
-                        Level::Warn => tracing::warn!("{message}"),
-                        Level::Error => tracing::error!("{message}"),
-                    },
+                    Event::Log {
+                        level,
+                        message,
+                        fields: f,
+                    } => {
+                        let holder = f.lease_holder.as_deref();
+                        match level {
+                            Level::Debug => tracing::debug!(
+                                lease_epoch = f.lease_epoch,
+                                lease_holder = holder,
+                                epoch = f.epoch,
+                                reason = f.reason,
+                                "{message}"
+                            ),
+                            Level::Info => tracing::info!(
+                                lease_epoch = f.lease_epoch,
+                                lease_holder = holder,
+                                epoch = f.epoch,
+                                reason = f.reason,
+                                "{message}"
+                            ),
+                            Level::Warn => tracing::warn!(
+                                lease_epoch = f.lease_epoch,
+                                lease_holder = holder,
+                                epoch = f.epoch,
+                                reason = f.reason,
+                                "{message}"
+                            ),
+                            Level::Error => tracing::error!(
+                                lease_epoch = f.lease_epoch,
+                                lease_holder = holder,
+                                epoch = f.epoch,
+                                reason = f.reason,
+                                "{message}"
+                            ),
+                        }
+                    }
                     Event::Exit { code, message } => {
                         let snap = self.machine.snapshot(now);
                         let _ = self.snapshot.send(Arc::new(snap));
@@ -207,9 +237,12 @@ impl Driver {
                     }
                 }
             }
-            if self.machine.generation() != published {
-                published = self.machine.generation();
-                let mut snap = self.machine.snapshot(now);
+            // The snapshot is a function of the machine's state alone: publish it when it
+            // differs from the one published last (the clock offset stamped here aside).
+            let mut snap = self.machine.snapshot(now);
+            let last = self.snapshot.borrow().clone();
+            snap.wall_offset_ns = last.wall_offset_ns;
+            if *last != snap {
                 snap.wall_offset_ns = Some(wall_offset);
                 let _ = self.snapshot.send(Arc::new(snap));
             }

@@ -106,8 +106,6 @@ pub struct Snapshot {
     pub forged_records: u64,
     pub transitions: Vec<Transition>,
     pub waiting: Option<Waiting>,
-    /// Increases whenever anything above changes (lets readers cache encodings).
-    pub generation: u64,
     /// REALTIME − BOOTTIME (ns) when the driver published this snapshot. A VM pause may leave
     /// the guest's boot clock behind while the wall clock is corrected, so a MASTER answer also
     /// needs this offset unchanged within a second (DESIGN §3.2); `None` skips the check.
@@ -173,7 +171,6 @@ impl Snapshot {
             forged_records: 0,
             transitions: Vec::new(),
             waiting: None,
-            generation: 0,
             wall_offset_ns: None,
         }
     }

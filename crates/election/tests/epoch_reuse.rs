@@ -2,16 +2,16 @@
 //! lock) retries with the epoch it already allocated instead of creating a new
 //! `epochs/<n>.json` at every attempt (found by the fault campaign: 283 epoch files in 28 s).
 
+use std::cell::Cell;
+use std::rc::Rc;
 use std::time::Duration;
 use tenure_election::config::Config;
-use tenure_election::driver::execute;
-use tenure_election::machine::{Machine, Now, Op};
+use tenure_election::machine::Op;
 use tenure_election::records::{self, ClusterRecord, LeaseRecord};
-use tenure_election::{Nanos, Snapshot};
 use tenure_store::{LEASE_KEY, Store, StoreError};
-use tenure_testkit::MemoryStore;
+use tenure_testkit::harness::Cluster;
 
-const MS: u64 = 1_000_000;
+const STEP: Duration = Duration::from_millis(10);
 
 fn cfg() -> Config {
     Config::with_defaults(
@@ -23,55 +23,10 @@ fn cfg() -> Config {
     )
 }
 
-/// Runs the machine against `store` from `from` to `until` (ms), failing every lease write
-/// while `fail_lease` says so. Returns the epoch files created and the last snapshot.
-fn run(
-    m: &mut Machine,
-    store: &MemoryStore,
-    from: u64,
-    until: u64,
-    fail_lease: bool,
-) -> (usize, Snapshot) {
-    let mut creates = 0;
-    let mut t = from;
-    while t < until {
-        let now = Now {
-            mono: Nanos(t * MS),
-            wall_ms: 1_700_000_000_000 + t as i64,
-        };
-        m.handle_timeout(now);
-        while let Some(op) = m.poll_op(now) {
-            let lease_write =
-                matches!(&op, Op::Create(k, _) | Op::Replace(k, _, _) if k == LEASE_KEY);
-            if matches!(&op, Op::Create(k, _) if k.starts_with(records::EPOCHS_PREFIX)) {
-                creates += 1;
-            }
-            let r = if fail_lease && lease_write {
-                Err(StoreError::Unavailable("the lease lock is held".into()))
-            } else {
-                execute(store, op)
-            };
-            m.handle_op_result(now, r);
-        }
-        t += 10;
-    }
-    let now = Now {
-        mono: Nanos(t * MS),
-        wall_ms: 1_700_000_000_000 + t as i64,
-    };
-    (creates, m.snapshot(now))
-}
-
 #[test]
 fn failed_takeovers_reuse_the_allocated_epoch() {
-    let store = MemoryStore::new();
-    let mut m = Machine::new(
-        cfg(),
-        Now {
-            mono: Nanos(0),
-            wall_ms: 1_700_000_000_000,
-        },
-    );
+    let mut c = Cluster::new();
+    let store = c.store.clone();
     // A cluster whose master died holding epoch 5.
     let cluster = ClusterRecord {
         format: records::FORMAT,
@@ -101,12 +56,31 @@ fn failed_takeovers_reuse_the_allocated_epoch() {
     store.create(LEASE_KEY, &records::encode(&lease)).unwrap();
     store.create(&records::epoch_key(5), b"{}").unwrap();
 
+    // Every epoch file created, and every lease write failed while `fail` says so.
+    let (creates, fail) = (Rc::new(Cell::new(0)), Rc::new(Cell::new(true)));
+    let (counted, failing) = (creates.clone(), fail.clone());
+    c.intercept(move |_, op| {
+        if matches!(op, Op::Create(k, _) if k.starts_with(records::EPOCHS_PREFIX)) {
+            counted.set(counted.get() + 1);
+        }
+        let lease_write = matches!(op, Op::Create(k, _) | Op::Replace(k, _, _) if k == LEASE_KEY);
+        (failing.get() && lease_write)
+            .then(|| Err(StoreError::Unavailable("the lease lock is held".into())))
+    });
+    let b = c.add(cfg());
+
     // For 10 s (10 T) every takeover write fails: one epoch file, however many attempts.
-    let (creates, snap) = run(&mut m, &store, 0, 10_050, true);
-    assert_eq!(creates, 1, "a new epoch file per failed attempt");
-    assert_eq!(snap.own_epoch, None);
+    c.run_for(Duration::from_millis(10_050), STEP);
+    assert_eq!(creates.get(), 1, "a new epoch file per failed attempt");
+    assert_eq!(c.snapshot(b).own_epoch, None);
     // Then the write goes through, with the epoch allocated first.
-    let (creates, snap) = run(&mut m, &store, 10_050, 12_000, false);
-    assert_eq!(creates, 0);
+    fail.set(false);
+    c.run_for(Duration::from_millis(1_950), STEP);
+    assert_eq!(
+        creates.get(),
+        1,
+        "a new epoch file after the write went through"
+    );
+    let snap = c.snapshot(b);
     assert_eq!(snap.own_epoch, Some(6), "{snap:?}");
 }

@@ -5,23 +5,14 @@
 //! does a later copy written back again: only a seq beyond the highest seen is a live writer.
 
 use std::time::Duration;
+use tenure_election::Nanos;
 use tenure_election::config::Config;
-use tenure_election::driver::execute;
-use tenure_election::machine::{Event, Machine, Now};
 use tenure_election::records::{self, ClusterRecord, HeartbeatRecord};
 use tenure_election::types::{Mode, NodeState};
-use tenure_election::{Nanos, Snapshot};
 use tenure_store::Store;
-use tenure_testkit::MemoryStore;
+use tenure_testkit::harness::Cluster;
 
-const MS: u64 = 1_000_000;
-
-fn now(t: u64) -> Now {
-    Now {
-        mono: Nanos(t * MS),
-        wall_ms: 1_700_000_000_000 + t as i64,
-    }
-}
+const STEP: Duration = Duration::from_millis(10);
 
 fn cfg() -> Config {
     Config::with_defaults(
@@ -54,9 +45,9 @@ fn old_record(seq: u64) -> Vec<u8> {
     })
 }
 
-/// A cluster whose node `b` (instance `b-old`, seq 8) is gone.
-fn store() -> MemoryStore {
-    let store = MemoryStore::new();
+/// A cluster whose node `b` (instance `b-old`, seq 8) is gone, and the new `b` just started.
+fn cluster() -> Cluster {
+    let mut c = Cluster::new();
     let cluster = ClusterRecord {
         format: records::FORMAT,
         cluster_id: "c".into(),
@@ -66,54 +57,47 @@ fn store() -> MemoryStore {
         created_by: "a".into(),
         fresh: false,
     };
-    store
+    c.store
         .create(records::CLUSTER_KEY, &records::encode(&cluster))
         .unwrap();
-    store
+    c.store
         .create(&records::node_key("b"), &old_record(8))
         .unwrap();
-    store
+    c.add(cfg());
+    c
 }
 
-/// Drives the machine from `from` to `until` ms; returns the exit (code, message) if any.
-fn run(m: &mut Machine, store: &MemoryStore, from: u64, until: u64) -> Option<(i32, String)> {
-    let mut t = from;
-    while t < until {
-        m.handle_timeout(now(t));
-        while let Some(op) = m.poll_op(now(t)) {
-            let r = execute(store, op);
-            m.handle_op_result(now(t), r);
-        }
-        while let Some(ev) = m.poll_event() {
-            if let Event::Exit { code, message } = ev {
-                return Some((code, message));
-            }
-        }
-        t += 10;
+/// Steps until `until_ms`, or until the node exits; returns its exit (code, message) if any.
+fn run(c: &mut Cluster, until_ms: u64) -> Option<(i32, String)> {
+    let until = Nanos(until_ms * 1_000_000);
+    while c.t < until && c.nodes[0].alive {
+        c.step(STEP);
     }
-    None
+    c.nodes[0].exit.clone()
 }
 
-fn snapshot(m: &mut Machine, t: u64) -> Snapshot {
-    m.snapshot(now(t))
+/// The store (rolled back, or a live duplicate) shows the previous instance at this seq.
+fn put_old(c: &Cluster, seq: u64) {
+    c.store
+        .put(&records::node_key("b"), &old_record(seq))
+        .unwrap();
 }
 
 #[test]
 fn an_older_copy_of_the_previous_instances_record_is_not_a_duplicate() {
-    let store = store();
-    let mut m = Machine::new(cfg(), now(0));
-    assert_eq!(run(&mut m, &store, 0, 400), None);
+    let mut c = cluster();
+    assert_eq!(run(&mut c, 400), None);
     // The store rolls back: the previous instance's record at an earlier seq.
-    store.put(&records::node_key("b"), &old_record(4)).unwrap();
-    let exit = run(&mut m, &store, 400, 3_000);
+    put_old(&c, 4);
+    let exit = run(&mut c, 3_000);
     assert_eq!(
         exit, None,
         "a rolled-back record taken for a live duplicate"
     );
-    let snap = snapshot(&mut m, 3_000);
+    let snap = c.snapshot(0);
     assert_eq!(snap.base_state, NodeState::Standby, "{snap:?}");
     // The name is ours now: our record, our instance.
-    let ours = store.read(&records::node_key("b")).unwrap();
+    let ours = c.store.read(&records::node_key("b")).unwrap();
     let tenure_store::ReadResult::Present(r) = ours else {
         panic!("no record of b");
     };
@@ -123,11 +107,10 @@ fn an_older_copy_of_the_previous_instances_record_is_not_a_duplicate() {
 
 #[test]
 fn a_record_that_moves_forward_is_a_live_duplicate() {
-    let store = store();
-    let mut m = Machine::new(cfg(), now(0));
-    assert_eq!(run(&mut m, &store, 0, 400), None);
-    store.put(&records::node_key("b"), &old_record(9)).unwrap();
-    let exit = run(&mut m, &store, 400, 3_000);
+    let mut c = cluster();
+    assert_eq!(run(&mut c, 400), None);
+    put_old(&c, 9);
+    let exit = run(&mut c, 3_000);
     let (code, message) = exit.expect("a live process under our name must stop this one");
     assert_eq!(code, 1);
     assert!(message.contains("duplicate node name"), "{message}");
@@ -138,30 +121,28 @@ fn a_record_that_moves_forward_is_a_live_duplicate() {
 /// saw, so it is still an old copy, not a live process.
 #[test]
 fn a_copy_written_back_again_is_not_a_duplicate() {
-    let store = store();
-    let mut m = Machine::new(cfg(), now(0));
-    assert_eq!(run(&mut m, &store, 0, 400), None);
-    store.put(&records::node_key("b"), &old_record(4)).unwrap();
-    assert_eq!(run(&mut m, &store, 400, 700), None);
-    store.put(&records::node_key("b"), &old_record(8)).unwrap();
-    let exit = run(&mut m, &store, 700, 3_500);
+    let mut c = cluster();
+    assert_eq!(run(&mut c, 400), None);
+    put_old(&c, 4);
+    assert_eq!(run(&mut c, 700), None);
+    put_old(&c, 8);
+    let exit = run(&mut c, 3_500);
     assert_eq!(
         exit, None,
         "a record written back again taken for a live duplicate"
     );
-    assert_eq!(snapshot(&mut m, 3_500).base_state, NodeState::Standby);
+    assert_eq!(c.snapshot(0).base_state, NodeState::Standby);
 }
 
 /// ...but a seq beyond the highest this node saw is a live writer, even after a rollback.
 #[test]
 fn a_record_beyond_the_highest_seq_seen_is_a_live_duplicate() {
-    let store = store();
-    let mut m = Machine::new(cfg(), now(0));
-    assert_eq!(run(&mut m, &store, 0, 400), None);
-    store.put(&records::node_key("b"), &old_record(4)).unwrap();
-    assert_eq!(run(&mut m, &store, 400, 700), None);
-    store.put(&records::node_key("b"), &old_record(9)).unwrap();
-    let (code, message) = run(&mut m, &store, 700, 3_500).expect("a live writer under our name");
+    let mut c = cluster();
+    assert_eq!(run(&mut c, 400), None);
+    put_old(&c, 4);
+    assert_eq!(run(&mut c, 700), None);
+    put_old(&c, 9);
+    let (code, message) = run(&mut c, 3_500).expect("a live writer under our name");
     assert_eq!(code, 1);
     assert!(message.contains("duplicate node name"), "{message}");
 }

@@ -376,7 +376,7 @@ pub(crate) async fn ha_metrics(_: CanRead, State(state): State<ApiState>) -> Res
         "priority": snap.priority,
         "masterId": snap.master_at(now).map_or("", |(n, _)| n),
         "epoch": known_epoch(&snap, now),
-        "uptime": humantime::format_duration(std::time::Duration::from_secs(uptime.as_secs())).to_string(),
+        "uptime": humantime::format_duration(Duration::from_secs(uptime.as_secs())).to_string(),
         "uptimeMs": u64::try_from(uptime.as_millis()).unwrap_or(u64::MAX),
         "startTimeUtc": state.inner.started_wall_ms,
         "currentTimeUtc": clock::wall_millis(),
@@ -394,7 +394,7 @@ pub(crate) async fn ha_metrics(_: CanRead, State(state): State<ApiState>) -> Res
     json_response(&body)
 }
 
-fn last_ms(d: Option<std::time::Duration>) -> Option<f64> {
+fn last_ms(d: Option<Duration>) -> Option<f64> {
     d.map(|d| d.as_secs_f64() * 1e3)
 }
 

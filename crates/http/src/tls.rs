@@ -2,7 +2,9 @@
 //! plain HTTP ([`crate::server`]), behind rustls with the ring provider.
 
 use crate::{ApiState, router};
-use axum_server::tls_rustls::RustlsConfig;
+use rustls::ServerConfig;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
@@ -10,30 +12,52 @@ use tokio_rustls::TlsAcceptor;
 
 /// A loaded certificate and key, ready to serve.
 #[derive(Clone)]
-pub struct TlsConfig(RustlsConfig);
+pub struct TlsConfig(Arc<ServerConfig>);
 
 impl TlsConfig {
-    /// Reads a PEM certificate chain and a PEM private key.
+    /// Reads a PEM certificate chain and a PEM private key (PKCS#8, PKCS#1 or SEC1).
     pub async fn load(cert: &Path, key: &Path) -> Result<TlsConfig, String> {
-        // Only ring is compiled in; installing it explicitly keeps rustls from guessing.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        RustlsConfig::from_pem_file(cert, key)
+        let (cert, key) = (cert.to_path_buf(), key.to_path_buf());
+        tokio::task::spawn_blocking(move || Self::load_blocking(&cert, &key))
             .await
-            .map(TlsConfig)
-            .map_err(|e| {
-                format!(
-                    "cannot use --tls-cert {} with --tls-key {}: {e}",
-                    cert.display(),
-                    key.display()
-                )
-            })
+            .map_err(|e| format!("loading the TLS certificate: {e}"))?
+    }
+
+    fn load_blocking(cert: &Path, key: &Path) -> Result<TlsConfig, String> {
+        let what = || {
+            format!(
+                "cannot use --tls-cert {} with --tls-key {}",
+                cert.display(),
+                key.display()
+            )
+        };
+        let chain = CertificateDer::pem_file_iter(cert)
+            .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| format!("{}: {}: {e}", what(), cert.display()))?;
+        if chain.is_empty() {
+            return Err(format!(
+                "{}: {} holds no PEM certificate",
+                what(),
+                cert.display()
+            ));
+        }
+        let private = PrivateKeyDer::from_pem_file(key)
+            .map_err(|e| format!("{}: {}: {e}", what(), key.display()))?;
+        // Only ring is compiled in: name it, rather than rely on a process default.
+        let mut config =
+            ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()
+                .map_err(|e| format!("{}: {e}", what()))?
+                .with_no_client_auth()
+                .with_single_cert(chain, private)
+                .map_err(|e| format!("{}: {e}", what()))?;
+        // The server speaks HTTP/1.1 only.
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(TlsConfig(Arc::new(config)))
     }
 
     fn acceptor(&self) -> TlsAcceptor {
-        let mut config = (*self.0.get_inner()).clone();
-        // The server speaks HTTP/1.1 only.
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
-        TlsAcceptor::from(Arc::new(config))
+        TlsAcceptor::from(self.0.clone())
     }
 }
 

@@ -17,10 +17,9 @@
 //! use one `DirStore` per process there (several in one process do not exclude each other).
 
 use crate::mount::{self, MountInfo};
-use std::ffi::{CStr, CString};
+use rustix::fs::{self as rfs, AtFlags, Mode, OFlags};
 use std::fs::{File, OpenOptions, Permissions, TryLockError};
 use std::io::{self, Read};
-use std::os::fd::{AsRawFd, FromRawFd};
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -92,20 +91,8 @@ pub struct DirStore {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Small wrappers over the *at() system calls, so every path is resolved relative to a directory
+// The *at() system calls (through rustix), so every path is resolved relative to a directory
 // descriptor that was itself opened without following links.
-
-fn c_name(name: &str) -> io::Result<CString> {
-    CString::new(name).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
-}
-
-fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
-    if r < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(r)
-    }
-}
 
 /// An open directory and the path it was opened at (for messages).
 struct Folder {
@@ -130,24 +117,19 @@ impl Folder {
         self.path.join(name)
     }
 
-    fn openat(&self, name: &str, flags: libc::c_int, mode: libc::mode_t) -> io::Result<File> {
-        let c = c_name(name)?;
-        // SAFETY: valid NUL-terminated name and an open directory descriptor; the returned
-        // descriptor is owned by the File.
-        let fd = cvt(unsafe {
-            libc::openat(
-                self.fd.as_raw_fd(),
-                c.as_ptr(),
-                flags | libc::O_NOFOLLOW | libc::O_CLOEXEC,
-                mode as libc::c_uint,
-            )
-        })?;
-        // SAFETY: fd was just returned by openat and is owned by nobody else.
-        Ok(unsafe { File::from_raw_fd(fd) })
+    /// Open an entry, never following a link (`ELOOP` on one).
+    fn openat(&self, name: &str, flags: OFlags, mode: u32) -> io::Result<File> {
+        let fd = rfs::openat(
+            &*self.fd,
+            name,
+            flags | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(mode),
+        )?;
+        Ok(File::from(fd))
     }
 
     fn subfolder(&self, name: &str) -> io::Result<Folder> {
-        let fd = self.openat(name, libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
+        let fd = self.openat(name, OFlags::RDONLY | OFlags::DIRECTORY, 0)?;
         Ok(Folder {
             fd: Arc::new(fd),
             path: self.child_path(name),
@@ -155,49 +137,31 @@ impl Folder {
     }
 
     fn mkdir(&self, name: &str) -> io::Result<()> {
-        let c = c_name(name)?;
-        // SAFETY: valid name, open directory descriptor.
-        cvt(unsafe { libc::mkdirat(self.fd.as_raw_fd(), c.as_ptr(), 0o700) })?;
-        Ok(())
+        Ok(rfs::mkdirat(&*self.fd, name, Mode::from_raw_mode(0o700))?)
     }
 
     fn rename(&self, from: &str, to: &str) -> io::Result<()> {
-        let (a, b) = (c_name(from)?, c_name(to)?);
-        let fd = self.fd.as_raw_fd();
-        // SAFETY: valid names, open directory descriptor.
-        cvt(unsafe { libc::renameat(fd, a.as_ptr(), fd, b.as_ptr()) })?;
-        Ok(())
+        Ok(rfs::renameat(&*self.fd, from, &*self.fd, to)?)
     }
 
+    /// A hard link; `from` itself is not followed if it is a link.
     fn link(&self, from: &str, to: &str) -> io::Result<()> {
-        let (a, b) = (c_name(from)?, c_name(to)?);
-        let fd = self.fd.as_raw_fd();
-        // SAFETY: valid names, open directory descriptor; flags 0 = do not follow `from`.
-        cvt(unsafe { libc::linkat(fd, a.as_ptr(), fd, b.as_ptr(), 0) })?;
-        Ok(())
+        Ok(rfs::linkat(
+            &*self.fd,
+            from,
+            &*self.fd,
+            to,
+            AtFlags::empty(),
+        )?)
     }
 
     fn unlink(&self, name: &str) -> io::Result<()> {
-        let c = c_name(name)?;
-        // SAFETY: valid name, open directory descriptor.
-        cvt(unsafe { libc::unlinkat(self.fd.as_raw_fd(), c.as_ptr(), 0) })?;
-        Ok(())
+        Ok(rfs::unlinkat(&*self.fd, name, AtFlags::empty())?)
     }
 
     /// `lstat` of an entry (a link is described, not followed).
-    fn lstat(&self, name: &str) -> io::Result<libc::stat> {
-        let c = c_name(name)?;
-        // SAFETY: zeroed stat is a valid out-buffer; valid name and descriptor.
-        let mut st: libc::stat = unsafe { std::mem::zeroed() };
-        cvt(unsafe {
-            libc::fstatat(
-                self.fd.as_raw_fd(),
-                c.as_ptr(),
-                &mut st,
-                libc::AT_SYMLINK_NOFOLLOW,
-            )
-        })?;
-        Ok(st)
+    fn lstat(&self, name: &str) -> io::Result<rfs::Stat> {
+        Ok(rfs::statat(&*self.fd, name, AtFlags::SYMLINK_NOFOLLOW)?)
     }
 
     /// Make new entries durable. Some filesystems cannot fsync a directory (EINVAL); there
@@ -214,57 +178,34 @@ impl Folder {
     /// Names of regular files in this folder (not `.` or `..`).
     fn regular_files(&self) -> io::Result<Vec<String>> {
         let mut names = Vec::new();
-        // SAFETY: dup gives fdopendir a descriptor of its own, which closedir closes.
-        let fd = cvt(unsafe { libc::dup(self.fd.as_raw_fd()) })?;
-        let dirp = unsafe { libc::fdopendir(fd) };
-        if dirp.is_null() {
-            let e = io::Error::last_os_error();
-            unsafe { libc::close(fd) };
-            return Err(e);
-        }
-        // The duplicate shares the file offset; start from the beginning.
-        unsafe { libc::rewinddir(dirp) };
-        let result = loop {
-            // SAFETY: errno is thread-local; readdir returns NULL with errno set on error and
-            // NULL with errno unchanged at the end.
-            unsafe { *libc::__errno_location() = 0 };
-            let ent = unsafe { libc::readdir(dirp) };
-            if ent.is_null() {
-                let e = io::Error::last_os_error();
-                break if e.raw_os_error().unwrap_or(0) == 0 {
-                    Ok(())
-                } else {
-                    Err(e)
-                };
-            }
-            // SAFETY: ent points to a valid dirent until the next readdir on dirp.
-            let (name, d_type) = unsafe { (CStr::from_ptr((*ent).d_name.as_ptr()), (*ent).d_type) };
-            let Ok(name) = name.to_str() else { continue };
+        // Reads through a descriptor of its own (opened at "."), from the beginning.
+        for entry in rfs::Dir::read_from(&*self.fd)? {
+            let entry = entry?;
+            let Ok(name) = entry.file_name().to_str() else {
+                continue;
+            };
             if name == "." || name == ".." {
                 continue;
             }
-            let regular = match d_type {
-                libc::DT_REG => true,
-                libc::DT_UNKNOWN => self
-                    .lstat(name)
-                    .map(|st| st.st_mode & libc::S_IFMT == libc::S_IFREG)
-                    .unwrap_or(false),
+            let regular = match entry.file_type() {
+                rfs::FileType::RegularFile => true,
+                rfs::FileType::Unknown => self.lstat(name).is_ok_and(|st| {
+                    rfs::FileType::from_raw_mode(st.st_mode) == rfs::FileType::RegularFile
+                }),
                 _ => false,
             };
             if regular {
                 names.push(name.to_string());
             }
-        };
-        // SAFETY: dirp came from fdopendir and is closed once.
-        unsafe { libc::closedir(dirp) };
-        result.map(|()| names)
+        }
+        Ok(names)
     }
 }
 
 /// Open `name` in `dir` read-write, creating it 0600 if missing. Returns whether it was created.
 fn open_or_create(dir: &Folder, name: &str) -> io::Result<(File, bool)> {
     for _ in 0..3 {
-        match dir.openat(name, libc::O_RDWR | libc::O_CREAT | libc::O_EXCL, 0o600) {
+        match dir.openat(name, OFlags::RDWR | OFlags::CREATE | OFlags::EXCL, 0o600) {
             Ok(f) => {
                 // The umask may have removed bits we need; the mode is ours to choose.
                 f.set_permissions(Permissions::from_mode(0o600))?;
@@ -273,7 +214,7 @@ fn open_or_create(dir: &Folder, name: &str) -> io::Result<(File, bool)> {
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
             Err(e) => return Err(e),
         }
-        match dir.openat(name, libc::O_RDWR, 0) {
+        match dir.openat(name, OFlags::RDWR, 0) {
             Ok(f) => return Ok((f, false)),
             // Deleted between the two calls: try again.
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -795,7 +736,7 @@ impl DirStore {
             let path = dir.child_path(&name);
             let probe = (|| {
                 let mut f =
-                    dir.openat(&name, libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL, 0o600)?;
+                    dir.openat(&name, OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL, 0o600)?;
                 io::Write::write_all(&mut f, b"tenure write probe\n")?;
                 f.sync_all()?;
                 dir.unlink(&name)
@@ -995,7 +936,7 @@ impl DirStore {
     fn lease_read(&self) -> Result<ReadResult, StoreError> {
         let path = self.root.join(LEASE_FILE);
         let top = self.top()?;
-        let file = match top.openat(LEASE_FILE, libc::O_RDONLY | libc::O_NONBLOCK, 0) {
+        let file = match top.openat(LEASE_FILE, OFlags::RDONLY | OFlags::NONBLOCK, 0) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(ReadResult::Absent),
             Err(e) => return Err(io_err("open", &path, e)),
@@ -1081,7 +1022,7 @@ impl DirStore {
     fn read_record(dir: &Folder, name: &str) -> Result<ReadResult, StoreError> {
         let path = dir.child_path(name);
         // O_NONBLOCK: opening a fifo planted in the store must not hang.
-        let mut file = match dir.openat(name, libc::O_RDONLY | libc::O_NONBLOCK, 0) {
+        let mut file = match dir.openat(name, OFlags::RDONLY | OFlags::NONBLOCK, 0) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(ReadResult::Absent),
             Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
@@ -1092,7 +1033,7 @@ impl DirStore {
                         st.st_ino,
                         st.st_size,
                         st.st_mtime,
-                        st.st_mtime_nsec,
+                        st.st_mtime_nsec as i64,
                     ),
                     reason: format!("{} is a symbolic link (not followed)", path.display()),
                 });
@@ -1157,7 +1098,7 @@ impl DirStore {
         let target = dir.child_path(name);
         let temp = temp_name(name);
         let result = (|| {
-            let mut f = dir.openat(&temp, libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL, 0o600)?;
+            let mut f = dir.openat(&temp, OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL, 0o600)?;
             f.set_permissions(Permissions::from_mode(0o600))?;
             io::Write::write_all(&mut f, bytes)?;
             f.sync_all()?;

@@ -19,6 +19,34 @@ pub use dir::{
     DirOptions, DirStore, LEASE_FILE, LEASE_PAYLOAD_MAX, LEASE_SLOT_BYTES, check_permissions,
 };
 pub use object::{LEASE_OBJECT, ObjOptions, ObjStore, is_object_url};
+/// Where `--store` points: a directory, or an object-store URL. The one parser of the flag
+/// (`run`, `init` and `doctor` all use it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StoreLocation {
+    /// A directory path, or `file:///path`.
+    Directory(std::path::PathBuf),
+    /// `s3://`, `gs://`, `az://` (and their aliases), as given.
+    Object(String),
+}
+
+impl StoreLocation {
+    /// Parses `--store`; an unknown `scheme://` is refused with the forms that are known.
+    pub fn parse(arg: &str) -> Result<StoreLocation, String> {
+        if is_object_url(arg) {
+            return Ok(StoreLocation::Object(arg.to_string()));
+        }
+        if let Some(p) = arg.strip_prefix("file://") {
+            return Ok(StoreLocation::Directory(p.into()));
+        }
+        if let Some((scheme, _)) = arg.split_once("://") {
+            return Err(format!(
+                "--store {arg}: there is no {scheme}:// backend; use a directory path (local disk or an NFS mount), file:///path, s3://bucket/prefix, gs://bucket/prefix or az://container/prefix"
+            ));
+        }
+        Ok(StoreLocation::Directory(arg.into()))
+    }
+}
+
 pub use probe::{
     IGNORES_CONDITIONS_FIX, ProbeError, probe_conditional_writes,
     probe_conditional_writes_detailed, probe_create_race, probe_key,

@@ -5,10 +5,13 @@
 //!   injection from any thread;
 //! - [`conformance`]: the one suite every [`tenure_store::Store`] backend must pass;
 //! - [`fake_s3`]: tiny S3 servers for the failures no real server shows on demand;
-//! - [`moto`]: the local S3 server (`scripts/moto.sh`) that the S3 tests run against.
+//! - [`moto`]: the local S3 server (`scripts/moto.sh`) that the S3 tests run against;
+//! - [`harness`]: machines on simulated time over one in-memory store, for the election's
+//!   tests and benchmark.
 
 pub mod conformance;
 pub mod fake_s3;
+pub mod harness;
 mod memory;
 pub mod moto;
 

@@ -1076,7 +1076,7 @@ fn run_trial(ctx: &Ctx, slot: &Slot, index: u64, seed: u64, nodes: usize) -> Out
         Some(endpoint) => (format!("s3://{bucket}/tenure"), moto::env(endpoint)),
         None => (backing_store.display().to_string(), Vec::new()),
     };
-    let init = std::process::Command::new(&ctx.bin)
+    let init = Command::new(&ctx.bin)
         .args([
             "init",
             "--store",
@@ -1086,7 +1086,7 @@ fn run_trial(ctx: &Ctx, slot: &Slot, index: u64, seed: u64, nodes: usize) -> Out
         ])
         .envs(init_env)
         .env_remove("TENURE_STORE")
-        .stdin(std::process::Stdio::null())
+        .stdin(Stdio::null())
         .output();
     match init {
         Ok(o) if o.status.success() => {}

@@ -1,0 +1,485 @@
+//! The lease as this node sees it (`LeaseObs`), the lease it holds (`OwnLease`, `Term` with its
+//! deadline V), and what follows a read or a write of it: observing a new version, taking,
+//! renewing, announcing MASTER, demoting at V (docs/DESIGN.md §3.2, §3.3).
+
+use super::*;
+
+/// The lease as this node last read it.
+#[derive(Clone, Debug)]
+pub(super) struct LeaseObs {
+    /// `None`: absent.
+    pub(super) version: Option<Version>,
+    pub(super) lease: Option<LeaseRecord>,
+    /// When a read first returned this version (r in DESIGN §3.3).
+    pub(super) first_returned: Nanos,
+    /// The highest epoch this node knew of then. A newer one found before a take means a term
+    /// began while we watched: the version we see again may be an old copy written back
+    /// (the store lost writes), so the watch starts over.
+    pub(super) floor: u64,
+    /// Every node record's sequence number at the first scan after `first_returned`: a record
+    /// that says MASTER and moved on since belongs to a node that answered MASTER during the
+    /// watch, whatever the lease in the store says.
+    pub(super) seqs: Option<BTreeMap<String, u64>>,
+    /// When a read last returned this version. A watch with a gap (this node paused, or its
+    /// storage failing) saw nothing meanwhile: under a store that lost writes, the version it
+    /// sees again may have been replaced and written back, so the watch starts over.
+    pub(super) last_read: Nanos,
+    /// An at-once take of this version was refused by its corroboration: only the T rule
+    /// applies to it now.
+    pub(super) no_at_once: bool,
+}
+
+/// The lease record this node knows it wrote and believes current.
+#[derive(Clone, Debug)]
+pub(super) struct OwnLease {
+    pub(super) version: Version,
+    pub(super) record: LeaseRecord,
+}
+
+#[derive(Clone, Debug)]
+pub(super) struct Term {
+    pub(super) epoch: u64,
+    /// V: this node answers MASTER only while now < V.
+    pub(super) deadline: Nanos,
+    /// A cautious take (see `answer_delay`) answers MASTER only from this instant on; until
+    /// then it holds and renews the lease but is not announced (no MASTER answer, no hook).
+    pub(super) from: Nanos,
+    pub(super) announced: bool,
+    /// A cautious take announces only after a scan of `nodes/` done since `from` shows no
+    /// other node that held this epoch or a later one (a store that lost the writes of a
+    /// term just begun shows nothing else of it).
+    pub(super) check_records: bool,
+    /// `from` has passed; the announcement waits for that scan (no timer meanwhile).
+    pub(super) awaiting_scan: bool,
+    /// Why the term began (logged, and in the promotion's transition).
+    pub(super) reason: Promotion,
+}
+
+impl Machine {
+    pub(super) fn observe_lease(&mut self, now: Now, rr: ReadResult) {
+        let mut forged = false;
+        let (version, lease, unusable) = match rr {
+            ReadResult::Absent => (None, None, None),
+            ReadResult::Unreadable { version, reason } => (Some(version), None, Some(reason)),
+            ReadResult::Present(r) => {
+                match records::open::<LeaseRecord>(self.keys(), LEASE_KEY, &r.bytes) {
+                    Ok(l) if l.epoch > records::MAX_EPOCH => (
+                        Some(r.version),
+                        None,
+                        Some(format!("epoch {} is out of range", l.epoch)),
+                    ),
+                    // Epochs only grow and a holder's renewals count up: an older record than one
+                    // already seen is a replay (or a restored backup), never a live lease.
+                    Ok(l) if (l.epoch, l.renew_seq) < self.max_lease_seen => {
+                        forged = true;
+                        (
+                            Some(r.version),
+                            None,
+                            Some(format!(
+                                "a replayed old lease: epoch {} renewal {} is older than epoch {} renewal {} seen before",
+                                l.epoch, l.renew_seq, self.max_lease_seen.0, self.max_lease_seen.1
+                            )),
+                        )
+                    }
+                    Ok(l)
+                        if l.format == FORMAT
+                            && self
+                                .cluster
+                                .as_ref()
+                                .is_none_or(|c| c.cluster_id == l.cluster_id) =>
+                    {
+                        (Some(r.version), Some(l), None)
+                    }
+                    Ok(l) => (
+                        Some(r.version),
+                        None,
+                        Some(format!(
+                            "a lease of another cluster {} or format {}",
+                            l.cluster_id, l.format
+                        )),
+                    ),
+                    Err(e) => {
+                        forged = e.is_unauthentic();
+                        (Some(r.version), None, Some(e.to_string()))
+                    }
+                }
+            }
+        };
+        if version.is_some() && !self.saw_lease {
+            self.saw_lease = true;
+        }
+        let changed = self.obs.as_ref().is_none_or(|o| o.version != version);
+        if !changed {
+            let gap = self.cfg.poll_period * 2 + self.cfg.storage_timeout;
+            let floor = self.highest_epoch_known();
+            if let Some(o) = self.obs.as_mut() {
+                if now.mono > o.last_read + gap {
+                    o.first_returned = now.mono;
+                    o.floor = floor;
+                    o.seqs = None;
+                    self.corroboration = Corroboration::None;
+                }
+                o.last_read = now.mono;
+            }
+            return;
+        }
+        if matches!(self.phase, Phase::Running) {
+            // A new version ends a wait for the old one to stand still.
+            self.stop_waiting();
+        }
+        if let Some(reason) = &unusable {
+            if forged {
+                self.alert(format!("the lease in the store is forged or replayed ({reason}); nobody obeys it, and it is replaced after T like any dead lease"));
+            }
+            self.bad.insert(LEASE_KEY.into(), reason.clone());
+            self.log(Level::Warn, format!("the lease record is unusable ({reason}); it counts as an opaque version and expires after T"));
+        } else {
+            self.bad.remove(LEASE_KEY);
+        }
+        if let Some(l) = &lease {
+            if l.epoch > self.max_epoch_seen {
+                self.max_epoch_seen = l.epoch;
+            }
+            self.max_lease_seen = self.max_lease_seen.max((l.epoch, l.renew_seq));
+            if !l.released && self.last_unreleased_seen.is_none_or(|e| l.epoch >= e) {
+                self.last_unreleased_seen = Some(l.epoch);
+            }
+            if l.instance_id == self.cfg.instance_id {
+                // Our own write: keep its version for renewals and re-takes.
+                self.own = Some(OwnLease {
+                    version: version.clone().expect("present"),
+                    record: l.clone(),
+                });
+            } else {
+                self.own = None;
+            }
+        } else {
+            self.own = None;
+        }
+        if self.own.is_none() && self.term.is_some() {
+            self.demote("the lease no longer names this node: another node took over".into());
+        }
+        if let (Some(until), Some(prev)) = (self.master_start_until, &self.obs) {
+            let was_live =
+                prev.version.is_some() && prev.lease.as_ref().is_none_or(|l| !l.released);
+            let foreign = lease
+                .as_ref()
+                .is_none_or(|l| l.instance_id != self.cfg.instance_id);
+            if now.mono < until && was_live && foreign && self.term.is_none() {
+                let holder = lease
+                    .as_ref()
+                    .map_or("unknown (unreadable lease)".into(), |l| {
+                        format!("{} (epoch {})", l.holder, l.epoch)
+                    });
+                self.exit(
+                    1,
+                    format!("a live master exists: {holder}; its lease was renewed while this --mode master node watched it. A master start never steals a live lease: use `tenure promote` for a planned switchover"),
+                );
+            }
+        }
+        self.obs = Some(LeaseObs {
+            version,
+            lease,
+            first_returned: now.mono,
+            floor: self.highest_epoch_known(),
+            seqs: None,
+            last_read: now.mono,
+            no_at_once: false,
+        });
+    }
+
+    pub(super) fn on_read_lease(&mut self, now: Now, result: OpResult) {
+        match result {
+            Ok(OpOutput::Read(rr)) => {
+                self.observe_lease(now, rr);
+                if self.phase == Phase::Exited {
+                    return;
+                }
+                if self.settle && self.term.is_some() {
+                    // The unknown renewal is settled: renew at once on the version now known.
+                    self.settle = false;
+                    self.tasks.push_front(Task::LeaseStep);
+                    return;
+                }
+                if matches!(self.phase, Phase::Starting(StartStep::ModeCheck)) {
+                    if matches!(self.mode, Mode::Master | Mode::Disabled)
+                        && self.obs.as_ref().is_some_and(|o| o.version.is_none())
+                        && self.epochs_nonempty.is_none()
+                    {
+                        // Absent lease: a cold start only if epochs/ is empty. List it next.
+                        self.next_round_at = now.mono;
+                        return;
+                    }
+                    return self.mode_check(now);
+                }
+                self.decide(now);
+            }
+            Ok(other) => self.log(
+                Level::Error,
+                format!("internal error: unexpected {other:?} for the lease read"),
+            ),
+            Err(e) => {
+                if matches!(self.phase, Phase::Starting(_)) {
+                    return self.startup_retry(now, "reading the lease", &e);
+                }
+                self.storage_failed("lease read", &e);
+            }
+        }
+    }
+
+    pub(super) fn on_write_lease(
+        &mut self,
+        now: Now,
+        started: Nanos,
+        kind: WriteKind,
+        record: LeaseRecord,
+        result: OpResult,
+    ) {
+        match result {
+            Ok(OpOutput::Written(version)) => {
+                self.own = Some(OwnLease {
+                    version: version.clone(),
+                    record: record.clone(),
+                });
+                // Our own write is the newest version: watch it from now.
+                self.obs = Some(LeaseObs {
+                    version: Some(version),
+                    lease: Some(record.clone()),
+                    first_returned: now.mono,
+                    floor: self.highest_epoch_known().max(record.epoch),
+                    seqs: None,
+                    last_read: now.mono,
+                    no_at_once: false,
+                });
+                self.max_epoch_seen = self.max_epoch_seen.max(record.epoch);
+                self.max_lease_seen = self.max_lease_seen.max((record.epoch, record.renew_seq));
+                if !record.released {
+                    self.last_unreleased_seen = Some(record.epoch);
+                }
+                self.bad.remove(LEASE_KEY);
+                let new_deadline = started + self.cfg.renew_deadline;
+                match kind {
+                    WriteKind::Renew => match &mut self.term {
+                        // Confirmed before V: V := s + D. After V nothing changes (already demoted).
+                        Some(t) if now.mono < t.deadline => {
+                            t.deadline = t.deadline.max(new_deadline)
+                        }
+                        _ => {}
+                    },
+                    WriteKind::Take { reason } => {
+                        if now.mono < new_deadline && self.releasing.is_none() {
+                            let from = if std::mem::take(&mut self.cautious_take) {
+                                now.mono + self.answer_delay()
+                            } else {
+                                now.mono
+                            };
+                            self.promote(
+                                now,
+                                record.epoch,
+                                new_deadline,
+                                Promotion::Take(reason),
+                                from,
+                            );
+                        }
+                    }
+                    WriteKind::Retake => {
+                        if now.mono < new_deadline
+                            && self.releasing.is_none()
+                            && self.may_take()
+                            && self.base != NodeState::Failed
+                            && self.lost.is_none()
+                        {
+                            let from = now.mono + self.answer_delay();
+                            self.promote(now, record.epoch, new_deadline, Promotion::Retake, from);
+                        }
+                    }
+                    WriteKind::Release => {
+                        self.own = None;
+                        self.yielded_epoch = Some(record.epoch);
+                        self.finish_release("released the lease");
+                    }
+                }
+            }
+            Ok(other) => self.log(
+                Level::Error,
+                format!("internal error: unexpected {other:?} for a lease write"),
+            ),
+            Err(StoreError::Conflict(why)) => {
+                self.own = None;
+                match kind {
+                    WriteKind::Renew => self.demote(format!("lost the lease: the renewal's conditional write failed ({why}); another node took over")),
+                    WriteKind::Release => self.finish_release("the lease had already changed"),
+                    WriteKind::Take { .. } | WriteKind::Retake => {
+                        self.log(Level::Info, format!("lost the race for the lease ({why}); staying {}", self.base));
+                    }
+                }
+                // Read the lease in the next round to learn who holds it.
+                self.obs = None;
+            }
+            Err(e) => {
+                // Unknown outcome: never extends V. The next round's read settles it: the lease
+                // carrying our instance and renewSeq means it landed (and may be re-taken).
+                self.log(Level::Warn, format!("lease write ({kind:?}) failed or timed out: {e}; the deadline is not extended"));
+                match kind {
+                    WriteKind::Release => self
+                        .finish_release("the release write failed; the others take over after T"),
+                    WriteKind::Renew => self.settle = true,
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    /// Holds the lease from now; answers MASTER from `from` (now, unless a cautious take).
+    pub(super) fn promote(
+        &mut self,
+        now: Now,
+        epoch: u64,
+        deadline: Nanos,
+        reason: Promotion,
+        from: Nanos,
+    ) {
+        self.term = Some(Term {
+            epoch,
+            deadline,
+            from,
+            announced: false,
+            check_records: from > now.mono,
+            awaiting_scan: false,
+            reason,
+        });
+        self.master_start_until = None;
+        self.switchover_request = None;
+        self.waiting = None;
+        self.base = self.mode.idle_state();
+        if from > now.mono {
+            let take = match reason {
+                Promotion::Take(r) => Some(r),
+                Promotion::Retake => None,
+            };
+            self.log_about(
+                Level::Info,
+                Some(epoch),
+                take,
+                format!(
+                    "holds the lease at epoch {epoch} ({reason}); answers MASTER in {}, once any other master's next renewal has failed (a store that lost writes may still show an older term to it)",
+                    humanize(from.since(now.mono))
+                ),
+            );
+        }
+        self.announce(now.mono);
+    }
+
+    /// A held term becomes MASTER answers (and the promotion transition) at its `from`.
+    pub(super) fn announce(&mut self, now: Nanos) {
+        let Some(t) = self.term.as_mut() else { return };
+        if t.announced || now < t.from || now >= t.deadline {
+            return;
+        }
+        if t.check_records {
+            let epoch = t.epoch;
+            if self.last_scan.is_none_or(|s| s < t.from) {
+                // Once: if that scan fails, a round's own scan serves later.
+                if !t.awaiting_scan {
+                    t.awaiting_scan = true;
+                    if !self.tasks.iter().any(|t| matches!(t, Task::Scan)) {
+                        self.tasks.push_front(Task::Scan);
+                    }
+                }
+                return;
+            }
+            // Another node that held this epoch or a later one, or saw a later one: seeing ours
+            // (in our own lease) is no conflict.
+            let conflict = self
+                .nodes
+                .values()
+                .filter(|tr| tr.record.name != self.cfg.name)
+                .find(|tr| {
+                    tr.record.epoch.is_some_and(|e| e >= epoch)
+                        || tr.record.max_epoch.is_some_and(|e| e > epoch)
+                })
+                .map(|tr| tr.record.name.clone());
+            if let Some(other) = conflict.or_else(|| {
+                (self.foreign_max_epoch > epoch).then(|| "a node of another cluster".to_string())
+            }) {
+                self.log(
+                    Level::Error,
+                    format!("{other} reports a term at or above this one's epoch {epoch}: the store lost the writes of a term; giving this one up unannounced, the lease is taken again after T with a higher epoch"),
+                );
+                self.term = None;
+                self.own = None;
+                return;
+            }
+            if let Some(t) = self.term.as_mut() {
+                t.check_records = false;
+            }
+        }
+        let Some(t) = self.term.as_mut() else { return };
+        t.announced = true;
+        let (epoch, deadline, reason) = (t.epoch, t.deadline, t.reason);
+        let from = self.base;
+        self.transition(
+            from,
+            NodeState::Master,
+            Some(epoch),
+            format!("promoted to MASTER at epoch {epoch} ({reason}); answers MASTER until {} from now unless renewed", humanize(deadline.since(now))),
+        );
+        // Tell the others at once: their /ha/states and X-HA-Epoch should not lag a poll.
+        self.tasks.push_front(Task::Heartbeat);
+    }
+
+    /// How long a cautious take waits before it answers MASTER: the longest poll period of a
+    /// live node plus a storage deadline and the answer margin. Any other node that still
+    /// believes it is master (the store lost the writes that made it so) sends its next
+    /// renewal within its poll period, which then fails on our write and demotes it.
+    pub(super) fn answer_delay(&self) -> Duration {
+        let mut p = self.cfg.poll_period;
+        for tr in self.nodes.values() {
+            if let Some(ms) = tr.record.poll_period_ms {
+                p = p.max(Duration::from_millis(ms).min(self.cfg.heartbeat_timeout));
+            }
+        }
+        let storage = self
+            .cfg
+            .storage_timeout
+            .max(Config::default_storage_timeout(p));
+        cautious_wait(p, storage, self.cfg.clock_drift_ppm)
+    }
+
+    /// Stop answering MASTER (if still) and report the transition.
+    /// (A node whose deadline already passed stopped answering at V; the transition is still
+    /// reported.)
+    pub(super) fn demote(&mut self, reason: String) {
+        let Some(term) = self.term.take() else { return };
+        if !term.announced {
+            // Never answered MASTER: nothing to report as a transition.
+            self.log(
+                Level::Info,
+                format!(
+                    "gave up epoch {} before answering MASTER: {reason}",
+                    term.epoch
+                ),
+            );
+            return;
+        }
+        let to = self.base;
+        self.transition(NodeState::Master, to, Some(term.epoch), reason);
+        self.tasks.push_front(Task::Heartbeat);
+    }
+
+    pub(super) fn check_deadline(&mut self, now: Nanos) {
+        self.announce(now);
+        if let Some(t) = &self.term
+            && now >= t.deadline
+            && t.deadline != Nanos::MAX
+        {
+            let over = now.since(t.deadline);
+            self.demote(format!(
+                    "self-fenced: no renewal confirmed before the lease deadline (epoch {}, {} ago); standing down before any other node can take over",
+                    t.epoch,
+                    humanize(over)
+                ),
+            );
+        }
+    }
+}
