@@ -3,12 +3,21 @@
 //! ConditionalRequestConflict, lost replies). Everything else is tested against a real S3
 //! server (moto, [`crate::moto`]). Not used by `tenure` itself.
 
+use http_body_util::BodyExt;
+use hyper::StatusCode;
+use hyper::body::{Body, Bytes, Frame, Incoming, SizeHint};
+use hyper::header::{self, HeaderName, HeaderValue};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::convert::Infallible;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError, mpsc};
+use std::task::{Context, Poll};
 use std::time::Duration;
+use tokio::net::TcpListener;
 
 /// One HTTP request as the fake read it (header names in lower case).
 pub struct Request {
@@ -64,81 +73,178 @@ pub struct Fake {
     pub requests: Arc<AtomicUsize>,
 }
 
-fn read_request(r: &mut BufReader<TcpStream>) -> Option<Request> {
-    let mut line = String::new();
-    if r.read_line(&mut line).ok()? == 0 {
-        return None;
-    }
-    let mut parts = line.split_whitespace();
-    let method = parts.next()?.to_string();
-    let path = parts.next()?.to_string();
-    let mut headers = HashMap::new();
-    loop {
-        let mut h = String::new();
-        r.read_line(&mut h).ok()?;
-        let h = h.trim_end();
-        if h.is_empty() {
-            break;
-        }
-        if let Some((k, v)) = h.split_once(':') {
-            headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
-        }
-    }
-    let len: usize = headers
-        .get("content-length")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    let mut body = vec![0; len];
-    r.read_exact(&mut body).ok()?;
-    Some(Request {
-        method,
-        path,
-        headers,
-        body,
-    })
+/// A response body: the bytes, then the end; or, when `stall`, the bytes and then nothing ever
+/// (the declared Content-Length is never reached).
+struct Payload {
+    data: Option<Bytes>,
+    stall: bool,
 }
 
-/// Serve `handler` on 127.0.0.1 (a free port), one thread per connection, until the process
-/// ends.
+impl Body for Payload {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        match self.data.take() {
+            Some(b) => Poll::Ready(Some(Ok(Frame::data(b)))),
+            // Never woken: the client waits for the rest until it gives up.
+            None if self.stall => Poll::Pending,
+            None => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.data.is_none() && !self.stall
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.data {
+            // Unknown, so hyper frames the body by the declared Content-Length header.
+            _ if self.stall => SizeHint::new(),
+            Some(b) => SizeHint::with_exact(b.len() as u64),
+            None => SizeHint::with_exact(0),
+        }
+    }
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Read one request in full, count it, and answer it with `handler`.
+async fn answer(
+    req: hyper::Request<Incoming>,
+    handler: Arc<Handler>,
+    count: Arc<AtomicUsize>,
+) -> Result<hyper::Response<Payload>, BoxError> {
+    let (parts, body) = req.into_parts();
+    // A body cut short is an error: hyper drops the connection.
+    let body = body.collect().await?.to_bytes().to_vec();
+    let mut headers = HashMap::new();
+    for (k, v) in &parts.headers {
+        // HeaderName is lower case already; a repeated header keeps its last value.
+        headers.insert(
+            k.as_str().to_string(),
+            String::from_utf8_lossy(v.as_bytes()).into_owned(),
+        );
+    }
+    let req = Request {
+        method: parts.method.as_str().to_string(),
+        // The request target as sent: path and query string.
+        path: parts.uri.to_string(),
+        headers,
+        body,
+    };
+    count.fetch_add(1, Ordering::SeqCst);
+    // Handlers are sync code and may block: off the runtime thread, so one slow handler does not
+    // hold up other connections. A handler that panics drops its connection.
+    let Some(resp) = tokio::task::spawn_blocking(move || handler(&req)).await? else {
+        // Stall: keep the connection open and never answer.
+        return std::future::pending().await;
+    };
+
+    let mut data = resp.body;
+    if let Some(n) = resp.declared_len {
+        // Never more than declared, or the extra bytes would corrupt the next response.
+        data.truncate(n);
+    }
+    let mut out = hyper::Response::new(Payload {
+        data: (!data.is_empty()).then(|| Bytes::from(data)),
+        stall: resp.declared_len.is_some(),
+    });
+    // A status outside 100..=999 cannot go on the wire.
+    *out.status_mut() =
+        StatusCode::from_u16(resp.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    for (k, v) in &resp.headers {
+        // Skip what HTTP cannot carry rather than fail the response.
+        let (Ok(k), Ok(v)) = (
+            HeaderName::try_from(k.as_str()),
+            HeaderValue::try_from(v.as_str()),
+        ) else {
+            continue;
+        };
+        // The fake owns the framing (`declare_len` for a false length).
+        if k != header::CONTENT_LENGTH && k != header::TRANSFER_ENCODING {
+            out.headers_mut().append(k, v);
+        }
+    }
+    if let Some(n) = resp.declared_len {
+        out.headers_mut()
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+    }
+    // Otherwise hyper sets Content-Length from the body; HEAD gets the length the GET would have,
+    // and no body.
+    Ok(out)
+}
+
+/// Accept connections until the process ends, each served as HTTP/1.1 with keep-alive.
+async fn accept(listener: TcpListener, handler: Arc<Handler>, count: Arc<AtomicUsize>) {
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            // Out of descriptors and the like: wait a little rather than spin.
+            Err(_) => {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        // No Nagle: a small body written after the head must not wait for a delayed ACK.
+        let _ = stream.set_nodelay(true);
+        let (handler, count) = (handler.clone(), count.clone());
+        tokio::spawn(async move {
+            let service = service_fn(move |req| answer(req, handler.clone(), count.clone()));
+            // No timer, hence no header read timeout: an idle keep-alive connection stays open
+            // until the client closes it. An error only ends this connection.
+            let _ = http1::Builder::new()
+                // A real S3 sends Date, but no client here needs it.
+                .auto_date_header(false)
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+/// Serve `handler` on 127.0.0.1 (a free port) until the process ends, on a thread of its own
+/// with its own tokio runtime (callers are sync tests, or run inside runtimes of their own).
 pub fn serve(handler: Arc<Handler>) -> Fake {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let endpoint = format!("http://{}", listener.local_addr().unwrap());
     let requests = Arc::new(AtomicUsize::new(0));
     let count = requests.clone();
-    std::thread::spawn(move || {
-        for conn in listener.incoming() {
-            let Ok(conn) = conn else { continue };
-            let (handler, count) = (handler.clone(), count.clone());
-            std::thread::spawn(move || {
-                let mut w = conn.try_clone().unwrap();
-                let mut r = BufReader::new(conn);
-                while let Some(req) = read_request(&mut r) {
-                    count.fetch_add(1, Ordering::SeqCst);
-                    let Some(resp) = handler(&req) else {
-                        // Stall: keep the connection open and never answer.
-                        std::thread::sleep(Duration::from_secs(3600));
-                        return;
-                    };
-                    let mut out = format!("HTTP/1.1 {} X\r\n", resp.status);
-                    for (k, v) in &resp.headers {
-                        out.push_str(&format!("{k}: {v}\r\n"));
-                    }
-                    // HEAD gets the length the GET would have, and no body.
-                    let len = resp.declared_len.unwrap_or(resp.body.len());
-                    out.push_str(&format!("Content-Length: {len}\r\n\r\n"));
-                    // One write: a separate small body write would wait for a delayed ACK.
-                    let mut bytes = out.into_bytes();
-                    if req.method != "HEAD" {
-                        bytes.extend_from_slice(&resp.body);
-                    }
-                    if w.write_all(&bytes).is_err() {
-                        return;
-                    }
+    let (ready, bound) = mpsc::channel();
+    std::thread::Builder::new()
+        .name("fake-s3".into())
+        .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    let _ = ready.send(Err(e));
+                    return;
                 }
+            };
+            rt.block_on(async move {
+                let listener = match TcpListener::bind("127.0.0.1:0").await {
+                    Ok(l) => l,
+                    Err(e) => {
+                        let _ = ready.send(Err(e));
+                        return;
+                    }
+                };
+                let _ = ready.send(listener.local_addr());
+                accept(listener, handler, count).await;
             });
-        }
-    });
-    Fake { endpoint, requests }
+        })
+        .expect("fake S3: spawn the server thread");
+    let addr = bound
+        .recv()
+        .expect("fake S3: the server thread ended before binding")
+        .expect("fake S3: bind 127.0.0.1:0");
+    Fake {
+        endpoint: format!("http://{addr}"),
+        requests,
+    }
 }
 
 pub const DATE: &str = "Sun, 22 Nov 2026 02:36:31 GMT";
@@ -201,13 +307,21 @@ impl Objects {
 
     /// The paths of the objects it holds, sorted.
     pub fn paths(&self) -> Vec<String> {
-        let mut v: Vec<String> = self.map.lock().unwrap().keys().cloned().collect();
+        let mut v: Vec<String> = self
+            .map
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .keys()
+            .cloned()
+            .collect();
         v.sort();
         v
     }
 
     pub fn handle(&self, req: &Request) -> Response {
-        let mut map = self.map.lock().unwrap();
+        // Each change is one insert or remove, so the map is whole even after a panicking
+        // handler poisoned the lock.
+        let mut map = self.map.lock().unwrap_or_else(PoisonError::into_inner);
         let current = map.get(&req.path).cloned();
         match req.method.as_str() {
             "PUT" => {
