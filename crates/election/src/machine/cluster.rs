@@ -147,10 +147,8 @@ impl Machine {
         );
         self.lost = Some(why.clone());
         let from = self.state_at(now.mono);
-        if self.term.is_some() {
-            self.term = None;
-        }
-        self.own = None;
+        // Nothing of the lease is ours while the store does not show our cluster.
+        self.holding = Holding::None;
         if self.base != NodeState::Failed || from == NodeState::Master {
             self.base = NodeState::Failed;
             self.transition(from, NodeState::Failed, None, why);

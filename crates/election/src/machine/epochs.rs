@@ -11,7 +11,7 @@ impl Machine {
         self.max_epoch_seen
             .max(self.foreign_max_epoch)
             .max(self.records_max_epoch)
-            .max(self.term.as_ref().map_or(0, |t| t.epoch))
+            .max(self.holding.term().map_or(0, |t| t.epoch))
     }
 
     /// The highest epoch this node knows of: in leases, `epochs/`, and every record it read
@@ -21,7 +21,7 @@ impl Machine {
             .max(self.max_epoch_file)
             .max(self.foreign_max_epoch)
             .max(self.records_max_epoch)
-            .max(self.term.as_ref().map_or(0, |t| t.epoch))
+            .max(self.holding.term().map_or(0, |t| t.epoch))
     }
 
     pub(super) fn on_list_epochs(&mut self, now: Now, result: OpResult) {

@@ -36,6 +36,79 @@ pub(super) struct OwnLease {
     pub(super) record: LeaseRecord,
 }
 
+/// What this node holds of the lease. A term always comes with the lease it renews: a master
+/// that does not know its lease cannot be represented.
+#[derive(Clone, Debug, Default)]
+pub(super) enum Holding {
+    /// The lease in the store is not ours, or not known to be.
+    #[default]
+    None,
+    /// Our own lease is current in the store but no term is held on it: after a self-demotion
+    /// (it may be re-taken), or while its release is written.
+    Lease(OwnLease),
+    /// A term: this lease is renewed, and MASTER answered while now < V.
+    Term(OwnLease, Term),
+}
+
+impl Holding {
+    pub(super) fn own(&self) -> Option<&OwnLease> {
+        match self {
+            Holding::None => None,
+            Holding::Lease(o) | Holding::Term(o, _) => Some(o),
+        }
+    }
+
+    pub(super) fn term(&self) -> Option<&Term> {
+        match self {
+            Holding::Term(_, t) => Some(t),
+            _ => None,
+        }
+    }
+
+    pub(super) fn term_mut(&mut self) -> Option<&mut Term> {
+        match self {
+            Holding::Term(_, t) => Some(t),
+            _ => None,
+        }
+    }
+
+    /// Our write is the current lease (a renewal keeps the term it renews).
+    pub(super) fn set_own(&mut self, own: OwnLease) {
+        *self = match std::mem::take(self) {
+            Holding::Term(_, t) => Holding::Term(own, t),
+            _ => Holding::Lease(own),
+        };
+    }
+
+    /// Begins a term on our current lease; false (and nothing changes) without one.
+    pub(super) fn begin_term(&mut self, term: Term) -> bool {
+        match std::mem::take(self) {
+            Holding::Lease(o) => {
+                *self = Holding::Term(o, term);
+                true
+            }
+            other => {
+                *self = other;
+                false
+            }
+        }
+    }
+
+    /// Ends the term, keeping the lease (to re-take or release it).
+    pub(super) fn take_term(&mut self) -> Option<Term> {
+        match std::mem::take(self) {
+            Holding::Term(o, t) => {
+                *self = Holding::Lease(o);
+                Some(t)
+            }
+            other => {
+                *self = other;
+                None
+            }
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub(super) struct Term {
     pub(super) epoch: u64,
@@ -144,20 +217,25 @@ impl Machine {
             if !l.released && self.last_unreleased_seen.is_none_or(|e| l.epoch >= e) {
                 self.last_unreleased_seen = Some(l.epoch);
             }
-            if l.instance_id == self.cfg.instance_id {
-                // Our own write: keep its version for renewals and re-takes.
-                self.own = Some(OwnLease {
-                    version: version.clone().expect("present"),
-                    record: l.clone(),
-                });
-            } else {
-                self.own = None;
-            }
-        } else {
-            self.own = None;
         }
-        if self.own.is_none() && self.term.is_some() {
-            self.demote("the lease no longer names this node: another node took over".into());
+        // Our own write (a present lease has a version): keep it for renewals and re-takes.
+        let mine = match (&lease, &version) {
+            (Some(l), Some(v)) if l.instance_id == self.cfg.instance_id => Some(OwnLease {
+                version: v.clone(),
+                record: l.clone(),
+            }),
+            _ => None,
+        };
+        match mine {
+            Some(own) => self.holding.set_own(own),
+            None => {
+                if self.holding.term().is_some() {
+                    self.demote(
+                        "the lease no longer names this node: another node took over".into(),
+                    );
+                }
+                self.holding = Holding::None;
+            }
         }
         if let (Some(until), Some(prev)) = (self.master_start_until, &self.obs) {
             let was_live =
@@ -165,7 +243,7 @@ impl Machine {
             let foreign = lease
                 .as_ref()
                 .is_none_or(|l| l.instance_id != self.cfg.instance_id);
-            if now.mono < until && was_live && foreign && self.term.is_none() {
+            if now.mono < until && was_live && foreign && self.holding.term().is_none() {
                 let holder = lease
                     .as_ref()
                     .map_or("unknown (unreadable lease)".into(), |l| {
@@ -195,7 +273,7 @@ impl Machine {
                 if self.phase == Phase::Exited {
                     return;
                 }
-                if self.settle && self.term.is_some() {
+                if self.settle && self.holding.term().is_some() {
                     // The unknown renewal is settled: renew at once on the version now known.
                     self.settle = false;
                     self.tasks.push_front(Task::LeaseStep);
@@ -237,7 +315,7 @@ impl Machine {
     ) {
         match result {
             Ok(OpOutput::Written(version)) => {
-                self.own = Some(OwnLease {
+                self.holding.set_own(OwnLease {
                     version: version.clone(),
                     record: record.clone(),
                 });
@@ -259,7 +337,7 @@ impl Machine {
                 self.bad.remove(LEASE_KEY);
                 let new_deadline = started + self.cfg.renew_deadline;
                 match kind {
-                    WriteKind::Renew => match &mut self.term {
+                    WriteKind::Renew => match self.holding.term_mut() {
                         // Confirmed before V: V := s + D. After V nothing changes (already demoted).
                         Some(t) if now.mono < t.deadline => {
                             t.deadline = t.deadline.max(new_deadline)
@@ -294,7 +372,7 @@ impl Machine {
                         }
                     }
                     WriteKind::Release => {
-                        self.own = None;
+                        self.holding = Holding::None;
                         self.yielded_epoch = Some(record.epoch);
                         self.finish_release("released the lease");
                     }
@@ -305,12 +383,19 @@ impl Machine {
                 format!("internal error: unexpected {other:?} for a lease write"),
             ),
             Err(StoreError::Conflict(why)) => {
-                self.own = None;
+                // The lease is not ours (any more): the term ends first, with its transition.
+                if kind == WriteKind::Renew {
+                    self.demote(format!("lost the lease: the renewal's conditional write failed ({why}); another node took over"));
+                }
+                self.holding = Holding::None;
                 match kind {
-                    WriteKind::Renew => self.demote(format!("lost the lease: the renewal's conditional write failed ({why}); another node took over")),
+                    WriteKind::Renew => {}
                     WriteKind::Release => self.finish_release("the lease had already changed"),
                     WriteKind::Take { .. } | WriteKind::Retake => {
-                        self.log(Level::Info, format!("lost the race for the lease ({why}); staying {}", self.base));
+                        self.log(
+                            Level::Info,
+                            format!("lost the race for the lease ({why}); staying {}", self.base),
+                        );
                     }
                 }
                 // Read the lease in the next round to learn who holds it.
@@ -339,7 +424,7 @@ impl Machine {
         reason: Promotion,
         from: Nanos,
     ) {
-        self.term = Some(Term {
+        let began = self.holding.begin_term(Term {
             epoch,
             deadline,
             from,
@@ -348,6 +433,14 @@ impl Machine {
             awaiting_scan: false,
             reason,
         });
+        if !began {
+            // Unreachable: promote follows our own successful write, which set the lease.
+            self.log(
+                Level::Error,
+                format!("internal error: a term at epoch {epoch} without its lease"),
+            );
+            return;
+        }
         self.master_start_until = None;
         self.switchover_request = None;
         self.waiting = None;
@@ -372,7 +465,9 @@ impl Machine {
 
     /// A held term becomes MASTER answers (and the promotion transition) at its `from`.
     pub(super) fn announce(&mut self, now: Nanos) {
-        let Some(t) = self.term.as_mut() else { return };
+        let Some(t) = self.holding.term_mut() else {
+            return;
+        };
         if t.announced || now < t.from || now >= t.deadline {
             return;
         }
@@ -406,15 +501,16 @@ impl Machine {
                     Level::Error,
                     format!("{other} reports a term at or above this one's epoch {epoch}: the store lost the writes of a term; giving this one up unannounced, the lease is taken again after T with a higher epoch"),
                 );
-                self.term = None;
-                self.own = None;
+                self.holding = Holding::None;
                 return;
             }
-            if let Some(t) = self.term.as_mut() {
+            if let Some(t) = self.holding.term_mut() {
                 t.check_records = false;
             }
         }
-        let Some(t) = self.term.as_mut() else { return };
+        let Some(t) = self.holding.term_mut() else {
+            return;
+        };
         t.announced = true;
         let (epoch, deadline, reason) = (t.epoch, t.deadline, t.reason);
         let from = self.base;
@@ -450,7 +546,9 @@ impl Machine {
     /// (A node whose deadline already passed stopped answering at V; the transition is still
     /// reported.)
     pub(super) fn demote(&mut self, reason: String) {
-        let Some(term) = self.term.take() else { return };
+        let Some(term) = self.holding.take_term() else {
+            return;
+        };
         if !term.announced {
             // Never answered MASTER: nothing to report as a transition.
             self.log(
@@ -469,7 +567,7 @@ impl Machine {
 
     pub(super) fn check_deadline(&mut self, now: Nanos) {
         self.announce(now);
-        if let Some(t) = &self.term
+        if let Some(t) = self.holding.term()
             && now >= t.deadline
             && t.deadline != Nanos::MAX
         {

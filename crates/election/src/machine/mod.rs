@@ -59,7 +59,7 @@ mod rules;
 mod startup;
 mod takeover;
 
-use lease::{LeaseObs, OwnLease, Term};
+use lease::{Holding, LeaseObs, OwnLease};
 use peers::Tracked;
 use release::{AfterRelease, Releasing};
 use rounds::{Purpose, Task, WriteKind};
@@ -204,8 +204,8 @@ pub struct Machine {
     cluster: Option<ClusterRecord>,
     /// Base state when not answering MASTER.
     base: NodeState,
-    term: Option<Term>,
-    own: Option<OwnLease>,
+    /// The lease this node knows it wrote and believes current, and the term it holds on it.
+    holding: Holding,
     obs: Option<LeaseObs>,
     /// Highest epoch this node has seen in any lease, and the highest it saw unreleased.
     max_epoch_seen: u64,
@@ -316,8 +316,7 @@ impl Machine {
             phase: Phase::Starting(first),
             cluster: None,
             base: NodeState::Initializing,
-            term: None,
-            own: None,
+            holding: Holding::None,
             obs: None,
             max_epoch_seen: 0,
             max_lease_seen: (0, 0),
@@ -389,7 +388,7 @@ impl Machine {
 
     /// This node's answer at `now`. MASTER only while now < V.
     pub fn state_at(&self, now: Nanos) -> NodeState {
-        match &self.term {
+        match self.holding.term() {
             Some(t) if t.announced && now < t.deadline => NodeState::Master,
             _ => self.base,
         }
@@ -397,7 +396,7 @@ impl Machine {
 
     /// The epoch of the term this node holds, while it answers MASTER.
     pub fn master_epoch_at(&self, now: Nanos) -> Option<u64> {
-        match &self.term {
+        match self.holding.term() {
             Some(t) if t.announced && now < t.deadline => Some(t.epoch),
             _ => None,
         }
@@ -432,7 +431,7 @@ impl Machine {
     /// The wall clock moved against CLOCK_BOOTTIME by more than a second: a VM may have been
     /// paused without the guest's clocks advancing. Demote at once (DESIGN §3.2).
     pub fn handle_clock_jump(&mut self, _now: Now, jump_ms: i64) {
-        if self.term.is_some() {
+        if self.holding.term().is_some() {
             self.demote(format!("the wall clock jumped {jump_ms} ms against the boot clock (VM pause or clock step); demoting at once"),
             );
         }
@@ -488,7 +487,7 @@ impl Machine {
         reason: Option<TakeReason>,
         message: String,
     ) {
-        let (lease_epoch, lease_holder) = match (&self.term, &self.obs) {
+        let (lease_epoch, lease_holder) = match (self.holding.term(), &self.obs) {
             (Some(t), _) => (Some(t.epoch), Some(self.cfg.name.clone())),
             (None, Some(o)) => o
                 .lease
@@ -530,7 +529,7 @@ impl Machine {
             return;
         }
         self.phase = Phase::Exited;
-        self.term = None;
+        self.holding.take_term();
         self.tasks.clear();
         self.events.push_back(Event::Exit { code, message });
     }

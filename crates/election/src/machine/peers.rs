@@ -197,7 +197,7 @@ impl Machine {
         self.nodes.retain(|n, _| seen.contains(n));
         // A planned switchover: a live, eligible node asks for our epoch. (A lone `--mode
         // disabled` node never hands over.)
-        if let Some(term) = &self.term
+        if let Some(term) = self.holding.term()
             && self.releasing.is_none()
             && self.mode != Mode::Disabled
         {

@@ -33,7 +33,7 @@ impl Machine {
             return;
         }
         match self.phase {
-            Phase::Running if self.term.is_some() => {
+            Phase::Running if self.holding.term().is_some() => {
                 self.start_release(
                     now.mono,
                     None,
@@ -73,7 +73,9 @@ impl Machine {
         ticket: Option<u64>,
         why: &str,
     ) {
-        let Some(term) = self.term.take() else { return };
+        let Some(term) = self.holding.take_term() else {
+            return;
+        };
         let to = match &then {
             AfterRelease::Idle(s) => *s,
             AfterRelease::Shutdown => NodeState::Terminated,

@@ -73,8 +73,8 @@ impl Machine {
     pub fn snapshot(&mut self, now: Now) -> Snapshot {
         self.stamp_transitions(now.wall_ms);
         let t = self.cfg.heartbeat_timeout;
-        let lease = match (&self.term, &self.own) {
-            (Some(term), Some(own)) => Some(LeaseView {
+        let lease = match &self.holding {
+            Holding::Term(own, term) => Some(LeaseView {
                 holder: own.record.holder.clone(),
                 instance_id: own.record.instance_id.clone(),
                 epoch: term.epoch,
@@ -121,11 +121,11 @@ impl Machine {
             app_version: self.cfg.app_version.clone(),
             base_state: self.base,
             master_until: self
-                .term
-                .as_ref()
+                .holding
+                .term()
                 .filter(|t| t.announced)
                 .map(|t| t.deadline),
-            own_epoch: self.term.as_ref().map(|t| t.epoch),
+            own_epoch: self.holding.term().map(|t| t.epoch),
             lease,
             nodes,
             bad_records: self

@@ -82,7 +82,7 @@ impl Machine {
             );
             return;
         }
-        let is_master = self.term.is_some();
+        let is_master = self.holding.term().is_some();
         match mode {
             Mode::Master => {
                 if is_master {
@@ -156,7 +156,7 @@ impl Machine {
     pub(super) fn disable(&mut self, now: Now) {
         let from = self.state_at(now.mono);
         self.base = NodeState::Failed;
-        self.term = None;
+        self.holding.take_term();
         self.tasks.clear();
         // One last heartbeat so the others see FAILED, then no more I/O.
         self.tasks.push_back(Task::Heartbeat);

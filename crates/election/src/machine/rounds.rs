@@ -72,7 +72,7 @@ impl Machine {
     pub fn poll_timeout(&self) -> Option<Nanos> {
         let mut t: Option<Nanos> = None;
         let mut consider = |x: Nanos| t = Some(t.map_or(x, |t| t.min(x)));
-        if let Some(term) = &self.term {
+        if let Some(term) = self.holding.term() {
             consider(term.deadline);
             if !term.announced && !term.awaiting_scan {
                 consider(term.from);
@@ -223,11 +223,11 @@ impl Machine {
     pub(super) fn task_op(&mut self, now: Now, task: Task) -> Option<Op> {
         match task {
             Task::LeaseStep => {
-                if self.term.is_some() && self.settle {
+                if self.holding.term().is_some() && self.settle {
                     return Some(self.issue(now, Purpose::ReadLease, Op::Read(LEASE_KEY.into())));
                 }
-                if let Some(term) = &self.term {
-                    let own = self.own.clone().expect("a master knows its lease");
+                if let Holding::Term(own, term) = &self.holding {
+                    let own = own.clone();
                     let mut rec = own.record.clone();
                     rec.renew_seq += 1;
                     rec.written_at_ms = now.wall_ms;
@@ -258,7 +258,7 @@ impl Machine {
                                 Level::Error,
                                 format!("not re-taking this node's own lease (epoch {epoch}): {why}; the store may have rolled back"),
                             );
-                            self.own = None;
+                            self.holding = Holding::None;
                             return Some(self.issue(
                                 now,
                                 Purpose::ReadLease,
@@ -454,7 +454,7 @@ impl Machine {
             return None;
         }
         let successor = r.successor.clone();
-        let Some(own) = self.own.clone() else {
+        let Some(own) = self.holding.own().cloned() else {
             self.finish_release("the lease was not ours any more");
             return None;
         };

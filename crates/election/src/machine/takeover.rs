@@ -18,7 +18,7 @@ pub(super) enum Corroboration {
 impl Machine {
     /// A self-demoted node whose own last lease write is still current may re-take it.
     pub(super) fn retake_candidate(&self) -> Option<OwnLease> {
-        if self.term.is_some()
+        if self.holding.term().is_some()
             || self.releasing.is_some()
             || !self.may_take()
             || (self.base == NodeState::Failed && self.mode != Mode::Disabled)
@@ -26,7 +26,7 @@ impl Machine {
         {
             return None;
         }
-        let own = self.own.clone()?;
+        let own = self.holding.own().cloned()?;
         if own.record.released {
             return None;
         }
@@ -35,7 +35,8 @@ impl Machine {
 
     /// After a lease read, decide whether to stand for election now (DESIGN §2 and §3.3).
     pub(super) fn decide(&mut self, now: Now) {
-        if self.phase != Phase::Running || self.term.is_some() || self.releasing.is_some() {
+        if self.phase != Phase::Running || self.holding.term().is_some() || self.releasing.is_some()
+        {
             return;
         }
         // FAILED is a disabled node's idle state (it reports MASTER only under its lease), not
