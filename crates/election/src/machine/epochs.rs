@@ -146,7 +146,7 @@ impl Machine {
         let lease_epoch = self
             .obs
             .as_ref()
-            .and_then(|o| o.lease.as_ref())
+            .and_then(|o| o.lease())
             .map_or(0, |l| l.epoch);
         self.allocated_epoch
             .filter(|&e| e > lease_epoch.max(self.max_epoch_seen))

@@ -4,12 +4,19 @@
 
 use super::*;
 
+/// What a read of the lease returned. A record without a version cannot be represented.
+#[derive(Clone, Debug)]
+pub(super) enum Seen {
+    Absent,
+    /// A record this node cannot use (corrupt, forged, another cluster's): an opaque version.
+    Unreadable(Version),
+    Present(Version, LeaseRecord),
+}
+
 /// The lease as this node last read it.
 #[derive(Clone, Debug)]
 pub(super) struct LeaseObs {
-    /// `None`: absent.
-    pub(super) version: Option<Version>,
-    pub(super) lease: Option<LeaseRecord>,
+    pub(super) seen: Seen,
     /// When a read first returned this version (r in DESIGN §3.3).
     pub(super) first_returned: Nanos,
     /// The highest epoch this node knew of then. A newer one found before a take means a term
@@ -27,6 +34,35 @@ pub(super) struct LeaseObs {
     /// An at-once take of this version was refused by its corroboration: only the T rule
     /// applies to it now.
     pub(super) no_at_once: bool,
+}
+
+impl LeaseObs {
+    /// A new watch of what a read returned, from `now`, above `floor`.
+    pub(super) fn new(seen: Seen, now: Nanos, floor: u64) -> LeaseObs {
+        LeaseObs {
+            seen,
+            first_returned: now,
+            floor,
+            seqs: None,
+            last_read: now,
+            no_at_once: false,
+        }
+    }
+
+    /// `None`: absent.
+    pub(super) fn version(&self) -> Option<&Version> {
+        match &self.seen {
+            Seen::Absent => None,
+            Seen::Unreadable(v) | Seen::Present(v, _) => Some(v),
+        }
+    }
+
+    pub(super) fn lease(&self) -> Option<&LeaseRecord> {
+        match &self.seen {
+            Seen::Present(_, l) => Some(l),
+            _ => None,
+        }
+    }
 }
 
 /// The lease record this node knows it wrote and believes current.
@@ -181,7 +217,10 @@ impl Machine {
         if version.is_some() && !self.saw_lease {
             self.saw_lease = true;
         }
-        let changed = self.obs.as_ref().is_none_or(|o| o.version != version);
+        let changed = self
+            .obs
+            .as_ref()
+            .is_none_or(|o| o.version() != version.as_ref());
         if !changed {
             let gap = self.cfg.poll_period * 2 + self.cfg.storage_timeout;
             let floor = self.highest_epoch_known();
@@ -238,8 +277,7 @@ impl Machine {
             }
         }
         if let (Some(until), Some(prev)) = (self.master_start_until, &self.obs) {
-            let was_live =
-                prev.version.is_some() && prev.lease.as_ref().is_none_or(|l| !l.released);
+            let was_live = prev.version().is_some() && prev.lease().is_none_or(|l| !l.released);
             let foreign = lease
                 .as_ref()
                 .is_none_or(|l| l.instance_id != self.cfg.instance_id);
@@ -255,15 +293,12 @@ impl Machine {
                 );
             }
         }
-        self.obs = Some(LeaseObs {
-            version,
-            lease,
-            first_returned: now.mono,
-            floor: self.highest_epoch_known(),
-            seqs: None,
-            last_read: now.mono,
-            no_at_once: false,
-        });
+        let seen = match (version, lease) {
+            (None, _) => Seen::Absent,
+            (Some(v), None) => Seen::Unreadable(v),
+            (Some(v), Some(l)) => Seen::Present(v, l),
+        };
+        self.obs = Some(LeaseObs::new(seen, now.mono, self.highest_epoch_known()));
     }
 
     pub(super) fn on_read_lease(&mut self, now: Now, result: OpResult) {
@@ -281,7 +316,7 @@ impl Machine {
                 }
                 if matches!(self.phase, Phase::Starting(StartStep::ModeCheck)) {
                     if matches!(self.mode, Mode::Master | Mode::Disabled)
-                        && self.obs.as_ref().is_some_and(|o| o.version.is_none())
+                        && self.obs.as_ref().is_some_and(|o| o.version().is_none())
                         && self.epochs_nonempty.is_none()
                     {
                         // Absent lease: a cold start only if epochs/ is empty. List it next.
@@ -320,15 +355,11 @@ impl Machine {
                     record: record.clone(),
                 });
                 // Our own write is the newest version: watch it from now.
-                self.obs = Some(LeaseObs {
-                    version: Some(version),
-                    lease: Some(record.clone()),
-                    first_returned: now.mono,
-                    floor: self.highest_epoch_known().max(record.epoch),
-                    seqs: None,
-                    last_read: now.mono,
-                    no_at_once: false,
-                });
+                self.obs = Some(LeaseObs::new(
+                    Seen::Present(version, record.clone()),
+                    now.mono,
+                    self.highest_epoch_known().max(record.epoch),
+                ));
                 self.max_epoch_seen = self.max_epoch_seen.max(record.epoch);
                 self.max_lease_seen = self.max_lease_seen.max((record.epoch, record.renew_seq));
                 if !record.released {

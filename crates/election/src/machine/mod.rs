@@ -59,7 +59,7 @@ mod rules;
 mod startup;
 mod takeover;
 
-use lease::{Holding, LeaseObs, OwnLease};
+use lease::{Holding, LeaseObs, OwnLease, Seen};
 use peers::Tracked;
 use release::{AfterRelease, Releasing};
 use rounds::{Purpose, Task, WriteKind};
@@ -490,8 +490,7 @@ impl Machine {
         let (lease_epoch, lease_holder) = match (self.holding.term(), &self.obs) {
             (Some(t), _) => (Some(t.epoch), Some(self.cfg.name.clone())),
             (None, Some(o)) => o
-                .lease
-                .as_ref()
+                .lease()
                 .map_or((None, None), |l| (Some(l.epoch), Some(l.holder.clone()))),
             (None, None) => (None, None),
         };

@@ -35,7 +35,7 @@ impl Machine {
         let holder = self
             .obs
             .as_ref()
-            .and_then(|o| o.lease.as_ref())
+            .and_then(|o| o.lease())
             .map(|l| l.instance_id.as_str());
         let others: Vec<(Candidate, bool)> = self
             .nodes
@@ -286,9 +286,10 @@ impl Machine {
         if self.state_at(now) == NodeState::Master {
             return Some(self.cfg.name.clone());
         }
-        match &self.obs {
-            Some(LeaseObs { lease: Some(l), .. }) if !l.released => Some(l.holder.clone()),
-            _ => None,
-        }
+        self.obs
+            .as_ref()
+            .and_then(LeaseObs::lease)
+            .filter(|l| !l.released)
+            .map(|l| l.holder.clone())
     }
 }

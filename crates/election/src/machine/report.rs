@@ -83,7 +83,7 @@ impl Machine {
                 stale_at: term.deadline,
             }),
             _ => self.obs.as_ref().and_then(|o| {
-                o.lease.as_ref().map(|l| LeaseView {
+                o.lease().map(|l| LeaseView {
                     holder: l.holder.clone(),
                     instance_id: l.instance_id.clone(),
                     epoch: l.epoch,

@@ -95,7 +95,7 @@ impl Machine {
                 if self.base == NodeState::Failed {
                     self.base = NodeState::Standby;
                 }
-                match self.obs.as_ref().and_then(|o| o.lease.clone()) {
+                match self.obs.as_ref().and_then(|o| o.lease().cloned()) {
                     Some(l) if !l.released => {
                         self.switchover_request = Some(l.epoch);
                         self.log(

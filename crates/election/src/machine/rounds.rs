@@ -210,7 +210,7 @@ impl Machine {
             }
             StartStep::ModeCheck => {
                 if matches!(self.mode, Mode::Master | Mode::Disabled)
-                    && self.obs.as_ref().is_some_and(|o| o.version.is_none())
+                    && self.obs.as_ref().is_some_and(|o| o.version().is_none())
                     && self.epochs_nonempty.is_none()
                 {
                     return self.issue(now, Purpose::ListEpochs, Op::List(EPOCHS_PREFIX.into()));
@@ -317,7 +317,7 @@ impl Machine {
             }
             Task::Take { reason } => {
                 // Allocate on what the store shows now: after a pause the evidence is stale.
-                let version = self.obs.as_ref().and_then(|o| o.version.clone());
+                let version = self.obs.as_ref().and_then(|o| o.version().cloned());
                 if self.corroboration_for(&version, now.mono).is_none() {
                     // Behind the listing and the scan (queued now, or already).
                     self.corroborate(version);
@@ -340,7 +340,7 @@ impl Machine {
                 let lease_epoch = self
                     .obs
                     .as_ref()
-                    .and_then(|o| o.lease.as_ref())
+                    .and_then(|o| o.lease())
                     .map_or(0, |l| l.epoch);
                 let highest = lease_epoch.max(self.highest_epoch_known());
                 // An earlier create whose outcome is unknown (or that failed) is tried again
@@ -377,7 +377,7 @@ impl Machine {
                 )
             }
             Task::CreateEpoch { epoch, reason } => {
-                let prev = self.obs.as_ref().and_then(|o| o.lease.clone());
+                let prev = self.obs.as_ref().and_then(|o| o.lease().cloned());
                 let rec = EpochRecord {
                     format: FORMAT,
                     cluster_id: self.cluster_id().to_string(),
@@ -401,7 +401,7 @@ impl Machine {
             Task::WriteLease { kind, mut record } => {
                 record.written_at_ms = now.wall_ms;
                 let bytes = self.seal(LEASE_KEY, &record);
-                let op = match self.obs.as_ref().and_then(|o| o.version.clone()) {
+                let op = match self.obs.as_ref().and_then(|o| o.version().cloned()) {
                     Some(v) => Op::Replace(LEASE_KEY.into(), bytes, v),
                     None => Op::Create(LEASE_KEY.into(), bytes),
                 };

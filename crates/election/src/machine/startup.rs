@@ -188,16 +188,13 @@ impl Machine {
     /// Start-up rules of the modes, applied to the first lease read (DESIGN §2).
     pub(super) fn mode_check(&mut self, now: Now) {
         let obs = self.obs.clone().expect("mode check after a lease read");
-        let unreleased = obs.version.is_some() && obs.lease.as_ref().is_none_or(|l| !l.released);
+        let unreleased = obs.version().is_some() && obs.lease().is_none_or(|l| !l.released);
         match self.mode {
             Mode::Disabled => {
                 if unreleased {
-                    let who = obs
-                        .lease
-                        .as_ref()
-                        .map_or("an unreadable lease".to_string(), |l| {
-                            format!("{} holds epoch {}", l.holder, l.epoch)
-                        });
+                    let who = obs.lease().map_or("an unreadable lease".to_string(), |l| {
+                        format!("{} holds epoch {}", l.holder, l.epoch)
+                    });
                     return self.exit(
                         1,
                         format!("--mode disabled runs a lone node that reports MASTER, but the store holds an unreleased lease ({who}); use another --store or another mode"),

@@ -60,8 +60,8 @@ impl Machine {
         // The cases in which a node may act without waiting T: a cold start of a store made
         // by `tenure init`, and a released lease. Both trust the store's memory, so both are
         // corroborated first (see `corroborate`).
-        let at_once: Option<TakeReason> = match (&obs.version, &obs.lease) {
-            (None, _) => match self.epochs_nonempty {
+        let at_once: Option<TakeReason> = match &obs.seen {
+            Seen::Absent => match self.epochs_nonempty {
                 None => {
                     if !self.tasks.iter().any(|t| matches!(t, Task::ListEpochs)) {
                         self.tasks.push_front(Task::ListEpochs);
@@ -81,7 +81,7 @@ impl Machine {
                 // `tenure init` did not mark fresh: a version like any other, the T rule.
                 _ => None,
             },
-            (Some(_), Some(l)) if l.released => take_released_at_once(
+            Seen::Present(_, l) if l.released => take_released_at_once(
                 Released {
                     mine: l.instance_id == self.cfg.instance_id
                         || self.yielded_epoch == Some(l.epoch),
@@ -94,15 +94,15 @@ impl Machine {
             ),
             _ => None,
         };
-        let lease_epoch = obs.lease.as_ref().map_or(0, |l| l.epoch);
+        let lease_epoch = obs.lease().map_or(0, |l| l.epoch);
         let at_once = at_once.filter(|_| !obs.no_at_once);
         let (expiry, reason) = match at_once {
-            Some(r) => match self.corroboration_for(&obs.version, now.mono) {
-                None => return self.corroborate(obs.version.clone()),
+            Some(r) => match self.corroboration_for(&obs.version().cloned(), now.mono) {
+                None => return self.corroborate(obs.version().cloned()),
                 Some(ev) => match ev.allows(lease_epoch, lease_epoch) {
                     Ok(()) => (obs.first_returned, r),
                     Err(why) => {
-                        let level = if obs.version.is_some() {
+                        let level = if obs.version().is_some() {
                             Level::Error
                         } else {
                             Level::Info
@@ -137,10 +137,10 @@ impl Machine {
                     w.until = at;
                 }
             } else {
-                let holder = match &obs.lease {
-                    Some(l) => format!("the lease of {} epoch {}", l.holder, l.epoch),
-                    None if obs.version.is_none() => "the absent lease".into(),
-                    None => "an unreadable lease".into(),
+                let holder = match &obs.seen {
+                    Seen::Present(_, l) => format!("the lease of {} epoch {}", l.holder, l.epoch),
+                    Seen::Absent => "the absent lease".into(),
+                    Seen::Unreadable(_) => "an unreadable lease".into(),
                 };
                 let delay = if rank > 0 {
                     format!(" plus {rank} poll period(s) of rank delay")
@@ -165,8 +165,8 @@ impl Machine {
         if reason == TakeReason::Expired {
             // The T rule trusts that the version seen again is the one seen at r: corroborate
             // that no term began meanwhile (a store that lost writes can show an old copy).
-            match self.corroboration_for(&obs.version, now.mono) {
-                None => return self.corroborate(obs.version.clone()),
+            match self.corroboration_for(&obs.version().cloned(), now.mono) {
+                None => return self.corroborate(obs.version().cloned()),
                 Some(ev) => {
                     if let Err(why) = ev.allows(lease_epoch, obs.floor) {
                         return self.restart_watch(now, Level::Warn, why);
@@ -189,16 +189,16 @@ impl Machine {
         let why = match reason {
             TakeReason::Expired => format!(
                 "the lease ({}) stood still for T={} since this node first read it",
-                match (&obs.lease, &obs.version) {
-                    (Some(l), _) => format!("holder {} epoch {}", l.holder, l.epoch),
-                    (None, None) => "absent".into(),
-                    (None, Some(_)) => "unreadable".into(),
+                match &obs.seen {
+                    Seen::Present(_, l) => format!("holder {} epoch {}", l.holder, l.epoch),
+                    Seen::Absent => "absent".into(),
+                    Seen::Unreadable(_) => "unreadable".into(),
                 },
                 humanize(t)
             ),
             TakeReason::Released => format!(
                 "the master {} released the lease",
-                obs.lease.as_ref().map_or("?".into(), |l| l.holder.clone())
+                obs.lease().map_or("?".into(), |l| l.holder.clone())
             ),
             _ => "planned switchover to this node".into(),
         };
@@ -212,12 +212,11 @@ impl Machine {
         // store's memory more than a standby does: it answers MASTER a little later.
         self.cautious_take = (reason == TakeReason::Released
             && obs
-                .lease
-                .as_ref()
+                .lease()
                 .is_some_and(|l| self.last_unreleased_seen != Some(l.epoch)))
             // An absent or unusable lease replaced after T: the store lost or garbled it, and
             // may have lost a term just begun with it.
-            || obs.lease.is_none();
+            || obs.lease().is_none();
         self.tasks.push_front(Task::Take { reason });
         // The corroboration just listed epochs/ and scanned every node's record, so the
         // epoch allocated next is above every epoch anywhere (epochs never go back, even when
@@ -272,7 +271,7 @@ impl Machine {
             let theirs = ms(tr.record.heartbeat_timeout_ms);
             (now < tr.last_change + theirs.max(own)).then_some(theirs)
         });
-        let holder = obs.lease.as_ref().map(|l| ms(l.heartbeat_timeout_ms));
+        let holder = obs.lease().map(|l| ms(l.heartbeat_timeout_ms));
         takeover_wait(own, holder, live)
     }
 
@@ -326,7 +325,7 @@ impl Machine {
         let seqs = self
             .obs
             .as_ref()
-            .filter(|o| o.version == version)
+            .filter(|o| o.version() == version.as_ref())
             .and_then(|o| o.seqs.clone())
             .unwrap_or_default();
         let live_master = self
