@@ -4,23 +4,54 @@
 
 use super::*;
 
+/// Epoch bookkeeping: everything a new term's number must be above, and what this node did
+/// with the epochs it allocated.
+#[derive(Clone, Debug, Default)]
+pub(super) struct Epochs {
+    /// Highest epoch this node has seen in any lease.
+    pub(super) max_seen: u64,
+    /// Highest (epoch, renewal) of any authentic lease seen: an older one is a replay.
+    pub(super) max_lease_seen: (u64, u64),
+    /// The highest epoch it saw unreleased: a released lease of that epoch follows the term it
+    /// watched.
+    pub(super) last_unreleased_seen: Option<u64>,
+    /// Whether `epochs/` holds anything (None: not listed yet).
+    pub(super) nonempty: Option<bool>,
+    /// The highest epoch file in `epochs/`.
+    pub(super) max_file: u64,
+    /// The last epoch this instance allocated (see `reusable_epoch`).
+    pub(super) allocated: Option<u64>,
+    /// Don't take a released lease of this epoch at once (we released it ourselves).
+    pub(super) yielded: Option<u64>,
+    /// Epochs reported by records of other clusters (a wiped store's old nodes): a new term
+    /// is numbered above them too, so the fencing token never goes back.
+    pub(super) foreign_max: u64,
+    /// The highest epoch other nodes of this cluster report in their records.
+    pub(super) records_max: u64,
+    /// The epoch of a create that failed or whose outcome is unknown: the next attempt uses
+    /// it again (see `on_create_epoch`).
+    pub(super) tried: Option<u64>,
+}
+
 impl Machine {
     /// The highest epoch of a term this node knows of (in a lease, or reported by a record):
     /// what its heartbeat reports. Epoch files alone are not terms (a take may have failed).
     pub(super) fn highest_term_known(&self) -> u64 {
-        self.max_epoch_seen
-            .max(self.foreign_max_epoch)
-            .max(self.records_max_epoch)
+        self.epochs
+            .max_seen
+            .max(self.epochs.foreign_max)
+            .max(self.epochs.records_max)
             .max(self.holding.term().map_or(0, |t| t.epoch))
     }
 
     /// The highest epoch this node knows of: in leases, `epochs/`, and every record it read
     /// (this cluster's and, from a wiped store's old nodes, other clusters').
     pub(super) fn highest_epoch_known(&self) -> u64 {
-        self.max_epoch_seen
-            .max(self.max_epoch_file)
-            .max(self.foreign_max_epoch)
-            .max(self.records_max_epoch)
+        self.epochs
+            .max_seen
+            .max(self.epochs.max_file)
+            .max(self.epochs.foreign_max)
+            .max(self.epochs.records_max)
             .max(self.holding.term().map_or(0, |t| t.epoch))
     }
 
@@ -33,9 +64,9 @@ impl Machine {
                     .filter(|&e| e <= records::MAX_EPOCH)
                     .max()
                     .unwrap_or(0);
-                self.max_epoch_file = self.max_epoch_file.max(max);
+                self.epochs.max_file = self.epochs.max_file.max(max);
                 // Anything in epochs/, even garbage, means the cluster has had a master.
-                self.epochs_nonempty = Some(!keys.is_empty() || self.epochs_nonempty == Some(true));
+                self.epochs.nonempty = Some(!keys.is_empty() || self.epochs.nonempty == Some(true));
                 if matches!(self.corroboration, Corroboration::Pending(_)) {
                     self.corroboration_listed = true;
                 }
@@ -71,19 +102,19 @@ impl Machine {
     pub(super) fn on_create_epoch(&mut self, _now: Now, epoch: u64, result: OpResult) {
         match result {
             Ok(_) => {
-                self.max_epoch_file = self.max_epoch_file.max(epoch);
-                self.epochs_nonempty = Some(true);
-                self.allocated_epoch = Some(epoch);
-                self.tried_epoch = None;
+                self.epochs.max_file = self.epochs.max_file.max(epoch);
+                self.epochs.nonempty = Some(true);
+                self.epochs.allocated = Some(epoch);
+                self.epochs.tried = None;
             }
-            Err(StoreError::Conflict(_)) if self.tried_epoch == Some(epoch) => {
+            Err(StoreError::Conflict(_)) if self.epochs.tried == Some(epoch) => {
                 // Our earlier create of this epoch had an unknown outcome: is the file ours?
                 // (The lease write stays queued behind the answer.)
                 self.tasks.push_front(Task::ReadEpoch(epoch));
             }
             Err(e) => {
                 if !matches!(e, StoreError::Conflict(_)) {
-                    self.tried_epoch = Some(epoch);
+                    self.epochs.tried = Some(epoch);
                 }
                 // Conflict: another node allocated this epoch first (it is taking over), or an
                 // earlier attempt of ours whose outcome we did not learn landed: the next attempt
@@ -92,7 +123,7 @@ impl Machine {
                 // attempt tries the same number again, so failing writes burn no epochs (an
                 // unknown outcome that landed costs one, at the conflict).
                 if matches!(e, StoreError::Conflict(_)) {
-                    self.max_epoch_file = self.max_epoch_file.max(epoch);
+                    self.epochs.max_file = self.epochs.max_file.max(epoch);
                 }
                 self.tasks.retain(|t| !matches!(t, Task::WriteLease { .. }));
                 let level = if matches!(e, StoreError::Conflict(_)) {
@@ -114,7 +145,7 @@ impl Machine {
     }
 
     pub(super) fn on_read_epoch(&mut self, epoch: u64, result: OpResult) {
-        self.tried_epoch = None;
+        self.epochs.tried = None;
         let ours = match &result {
             Ok(OpOutput::Read(ReadResult::Present(r))) => {
                 records::open::<EpochRecord>(self.keys(), &records::epoch_key(epoch), &r.bytes)
@@ -122,11 +153,11 @@ impl Machine {
             }
             _ => false,
         };
-        self.max_epoch_file = self.max_epoch_file.max(epoch);
-        self.epochs_nonempty = Some(true);
+        self.epochs.max_file = self.epochs.max_file.max(epoch);
+        self.epochs.nonempty = Some(true);
         if ours {
             // It landed: the term goes on with it, no epoch burnt.
-            self.allocated_epoch = Some(epoch);
+            self.epochs.allocated = Some(epoch);
         } else {
             self.tasks.retain(|t| !matches!(t, Task::WriteLease { .. }));
             self.log(
@@ -148,8 +179,9 @@ impl Machine {
             .as_ref()
             .and_then(|o| o.lease())
             .map_or(0, |l| l.epoch);
-        self.allocated_epoch
-            .filter(|&e| e > lease_epoch.max(self.max_epoch_seen))
+        self.epochs
+            .allocated
+            .filter(|&e| e > lease_epoch.max(self.epochs.max_seen))
     }
 
     pub(super) fn fresh_lease(&self, epoch: u64, now: Now) -> LeaseRecord {

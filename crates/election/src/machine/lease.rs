@@ -179,14 +179,17 @@ impl Machine {
                     ),
                     // Epochs only grow and a holder's renewals count up: an older record than one
                     // already seen is a replay (or a restored backup), never a live lease.
-                    Ok(l) if (l.epoch, l.renew_seq) < self.max_lease_seen => {
+                    Ok(l) if (l.epoch, l.renew_seq) < self.epochs.max_lease_seen => {
                         forged = true;
                         (
                             Some(r.version),
                             None,
                             Some(format!(
                                 "a replayed old lease: epoch {} renewal {} is older than epoch {} renewal {} seen before",
-                                l.epoch, l.renew_seq, self.max_lease_seen.0, self.max_lease_seen.1
+                                l.epoch,
+                                l.renew_seq,
+                                self.epochs.max_lease_seen.0,
+                                self.epochs.max_lease_seen.1
                             )),
                         )
                     }
@@ -249,12 +252,17 @@ impl Machine {
             self.bad.remove(LEASE_KEY);
         }
         if let Some(l) = &lease {
-            if l.epoch > self.max_epoch_seen {
-                self.max_epoch_seen = l.epoch;
+            if l.epoch > self.epochs.max_seen {
+                self.epochs.max_seen = l.epoch;
             }
-            self.max_lease_seen = self.max_lease_seen.max((l.epoch, l.renew_seq));
-            if !l.released && self.last_unreleased_seen.is_none_or(|e| l.epoch >= e) {
-                self.last_unreleased_seen = Some(l.epoch);
+            self.epochs.max_lease_seen = self.epochs.max_lease_seen.max((l.epoch, l.renew_seq));
+            if !l.released
+                && self
+                    .epochs
+                    .last_unreleased_seen
+                    .is_none_or(|e| l.epoch >= e)
+            {
+                self.epochs.last_unreleased_seen = Some(l.epoch);
             }
         }
         // Our own write (a present lease has a version): keep it for renewals and re-takes.
@@ -317,7 +325,7 @@ impl Machine {
                 if matches!(self.phase, Phase::Starting(StartStep::ModeCheck)) {
                     if matches!(self.mode, Mode::Master | Mode::Disabled)
                         && self.obs.as_ref().is_some_and(|o| o.version().is_none())
-                        && self.epochs_nonempty.is_none()
+                        && self.epochs.nonempty.is_none()
                     {
                         // Absent lease: a cold start only if epochs/ is empty. List it next.
                         self.next_round_at = now.mono;
@@ -360,10 +368,13 @@ impl Machine {
                     now.mono,
                     self.highest_epoch_known().max(record.epoch),
                 ));
-                self.max_epoch_seen = self.max_epoch_seen.max(record.epoch);
-                self.max_lease_seen = self.max_lease_seen.max((record.epoch, record.renew_seq));
+                self.epochs.max_seen = self.epochs.max_seen.max(record.epoch);
+                self.epochs.max_lease_seen = self
+                    .epochs
+                    .max_lease_seen
+                    .max((record.epoch, record.renew_seq));
                 if !record.released {
-                    self.last_unreleased_seen = Some(record.epoch);
+                    self.epochs.last_unreleased_seen = Some(record.epoch);
                 }
                 self.bad.remove(LEASE_KEY);
                 let new_deadline = started + self.cfg.renew_deadline;
@@ -404,7 +415,7 @@ impl Machine {
                     }
                     WriteKind::Release => {
                         self.holding = Holding::None;
-                        self.yielded_epoch = Some(record.epoch);
+                        self.epochs.yielded = Some(record.epoch);
                         self.finish_release("released the lease");
                     }
                 }
@@ -526,7 +537,7 @@ impl Machine {
                 })
                 .map(|tr| tr.record.name.clone());
             if let Some(other) = conflict.or_else(|| {
-                (self.foreign_max_epoch > epoch).then(|| "a node of another cluster".to_string())
+                (self.epochs.foreign_max > epoch).then(|| "a node of another cluster".to_string())
             }) {
                 self.log(
                     Level::Error,

@@ -59,6 +59,7 @@ mod rules;
 mod startup;
 mod takeover;
 
+use epochs::Epochs;
 use lease::{Holding, LeaseObs, OwnLease, Seen};
 use peers::Tracked;
 use release::{AfterRelease, Releasing};
@@ -207,20 +208,10 @@ pub struct Machine {
     /// The lease this node knows it wrote and believes current, and the term it holds on it.
     holding: Holding,
     obs: Option<LeaseObs>,
-    /// Highest epoch this node has seen in any lease, and the highest it saw unreleased.
-    max_epoch_seen: u64,
-    /// Highest (epoch, renewal) of any authentic lease seen: an older one is a replay.
-    max_lease_seen: (u64, u64),
+    /// Every epoch this node knows of, and the epochs of its own takes (see [`Epochs`]).
+    epochs: Epochs,
     /// Forged, replayed or foreign-secret records seen (each logged as an ALERT).
     forged_records: u64,
-    last_unreleased_seen: Option<u64>,
-    /// Whether `epochs/` holds anything (None: not listed yet).
-    epochs_nonempty: Option<bool>,
-    max_epoch_file: u64,
-    /// The last epoch this instance allocated (see `reusable_epoch`).
-    allocated_epoch: Option<u64>,
-    /// Don't take a released lease of this epoch at once (we released it ourselves).
-    yielded_epoch: Option<u64>,
     /// A `--mode master` start: until this time, a change of a live lease means exit 1.
     master_start_until: Option<Nanos>,
     switchover_request: Option<u64>,
@@ -267,20 +258,12 @@ pub struct Machine {
     /// This node has seen a lease in the store (any version, even unreadable): from then on an
     /// absent lease is a version like any other, never a cold start.
     saw_lease: bool,
-    /// Epochs reported by records of other clusters (a wiped store's old nodes): a new term
-    /// is numbered above them too, so the fencing token never goes back.
-    foreign_max_epoch: u64,
-    /// The highest epoch other nodes of this cluster report in their records.
-    records_max_epoch: u64,
     /// The corroboration of an at-once take or a re-take: a listing of `epochs/` and a scan of
     /// `nodes/` done after the lease read, keyed by the lease version it judged, with its
     /// verdict once both are in (see `corroborate`).
     corroboration: Corroboration,
     /// The pending corroboration's listing of `epochs/` is in.
     corroboration_listed: bool,
-    /// The epoch of a create that failed or whose outcome is unknown: the next attempt uses
-    /// it again (see `on_create_epoch`).
-    tried_epoch: Option<u64>,
     /// The take in progress is cautious (answers MASTER only after `answer_delay`): the cold
     /// start of a new cluster, and a `--mode master` start taking a released lease it never
     /// saw unreleased.
@@ -318,14 +301,8 @@ impl Machine {
             base: NodeState::Initializing,
             holding: Holding::None,
             obs: None,
-            max_epoch_seen: 0,
-            max_lease_seen: (0, 0),
-            allocated_epoch: None,
+            epochs: Epochs::default(),
             forged_records: 0,
-            last_unreleased_seen: None,
-            epochs_nonempty: None,
-            max_epoch_file: 0,
-            yielded_epoch: None,
             master_start_until: None,
             switchover_request: None,
             releasing: None,
@@ -359,11 +336,8 @@ impl Machine {
             cluster_version: None,
             lost: None,
             saw_lease: false,
-            foreign_max_epoch: 0,
-            records_max_epoch: 0,
             corroboration: Corroboration::None,
             corroboration_listed: false,
-            tried_epoch: None,
             cautious_take: false,
         };
         m.log(

@@ -122,7 +122,7 @@ impl Machine {
                             // above what they report, so the fencing token never goes back.
                             let theirs = h.max_epoch.max(h.epoch).unwrap_or(0);
                             if theirs <= records::MAX_EPOCH {
-                                self.foreign_max_epoch = self.foreign_max_epoch.max(theirs);
+                                self.epochs.foreign_max = self.epochs.foreign_max.max(theirs);
                             }
                             self.note_bad(
                                 &key,
@@ -160,7 +160,7 @@ impl Machine {
             seen.insert(name.clone());
             let reported = record.max_epoch.max(record.epoch).unwrap_or(0);
             if name != self.cfg.name && reported <= records::MAX_EPOCH {
-                self.records_max_epoch = self.records_max_epoch.max(reported);
+                self.epochs.records_max = self.epochs.records_max.max(reported);
             }
             if name == self.cfg.name && record.instance_id != self.cfg.instance_id {
                 // Our own record is tracked (for /ha/states) only while it is ours.

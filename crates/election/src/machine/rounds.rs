@@ -211,7 +211,7 @@ impl Machine {
             StartStep::ModeCheck => {
                 if matches!(self.mode, Mode::Master | Mode::Disabled)
                     && self.obs.as_ref().is_some_and(|o| o.version().is_none())
-                    && self.epochs_nonempty.is_none()
+                    && self.epochs.nonempty.is_none()
                 {
                     return self.issue(now, Purpose::ListEpochs, Op::List(EPOCHS_PREFIX.into()));
                 }
@@ -347,12 +347,12 @@ impl Machine {
                 // with the same number, even if a listing since showed it: no epoch is burnt
                 // on a failure (the conflict then tells whether the file is ours).
                 let others = lease_epoch
-                    .max(self.max_epoch_seen)
-                    .max(self.records_max_epoch)
-                    .max(self.foreign_max_epoch);
-                if let Some(n) = self.tried_epoch
+                    .max(self.epochs.max_seen)
+                    .max(self.epochs.records_max)
+                    .max(self.epochs.foreign_max);
+                if let Some(n) = self.epochs.tried
                     && n > others
-                    && self.max_epoch_file <= n
+                    && self.epochs.max_file <= n
                 {
                     return self.task_op(now, Task::CreateEpoch { epoch: n, reason });
                 }

@@ -61,7 +61,7 @@ impl Machine {
         // by `tenure init`, and a released lease. Both trust the store's memory, so both are
         // corroborated first (see `corroborate`).
         let at_once: Option<TakeReason> = match &obs.seen {
-            Seen::Absent => match self.epochs_nonempty {
+            Seen::Absent => match self.epochs.nonempty {
                 None => {
                     if !self.tasks.iter().any(|t| matches!(t, Task::ListEpochs)) {
                         self.tasks.push_front(Task::ListEpochs);
@@ -84,10 +84,10 @@ impl Machine {
             Seen::Present(_, l) if l.released => take_released_at_once(
                 Released {
                     mine: l.instance_id == self.cfg.instance_id
-                        || self.yielded_epoch == Some(l.epoch),
+                        || self.epochs.yielded == Some(l.epoch),
                     successor: l.successor.as_deref(),
-                    follows_watched_term: self.last_unreleased_seen == Some(l.epoch)
-                        && l.epoch >= self.max_epoch_seen,
+                    follows_watched_term: self.epochs.last_unreleased_seen == Some(l.epoch)
+                        && l.epoch >= self.epochs.max_seen,
                 },
                 &self.cfg.name,
                 starting_master,
@@ -213,7 +213,7 @@ impl Machine {
         self.cautious_take = (reason == TakeReason::Released
             && obs
                 .lease()
-                .is_some_and(|l| self.last_unreleased_seen != Some(l.epoch)))
+                .is_some_and(|l| self.epochs.last_unreleased_seen != Some(l.epoch)))
             // An absent or unusable lease replaced after T: the store lost or garbled it, and
             // may have lost a term just begun with it.
             || obs.lease().is_none();
@@ -257,7 +257,7 @@ impl Machine {
     pub(super) fn may_cold_start(&self) -> bool {
         !self.saw_lease
             && self.highest_epoch_known() == 0
-            && self.epochs_nonempty == Some(false)
+            && self.epochs.nonempty == Some(false)
             && self.cluster.as_ref().is_some_and(|c| c.fresh)
     }
 
@@ -342,14 +342,15 @@ impl Machine {
             })
             .map(|tr| (tr.record.name.clone(), tr.record.epoch));
         // Epoch files this node allocated (or tried to) are no sign of another term.
-        let own_file = Some(self.max_epoch_file) == self.allocated_epoch
-            || Some(self.max_epoch_file) == self.tried_epoch;
-        let files = if own_file { 0 } else { self.max_epoch_file };
+        let own_file = Some(self.epochs.max_file) == self.epochs.allocated
+            || Some(self.epochs.max_file) == self.epochs.tried;
+        let files = if own_file { 0 } else { self.epochs.max_file };
         let evidence = Evidence {
             newest: self
-                .max_epoch_seen
-                .max(self.records_max_epoch)
-                .max(self.foreign_max_epoch)
+                .epochs
+                .max_seen
+                .max(self.epochs.records_max)
+                .max(self.epochs.foreign_max)
                 .max(files),
             live_master,
         };
