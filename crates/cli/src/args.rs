@@ -300,6 +300,8 @@ pub struct RunArgs {
     pub log_format: LogFormat,
 }
 
+// The value parsers here (parse_duration, parse_mode, parse_drift) keep `String` errors: clap
+// prints a value parser's error through Display, and a String is all it needs.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s.trim())
         .map_err(|e| format!("{e}: give a duration such as 500ms, 2s or 1m"))
@@ -331,6 +333,9 @@ fn parse_drift(s: &str) -> Result<u32, String> {
 /// Merge a JSON `--config` file into the arguments: each key becomes `--key value` placed
 /// before the real arguments (so flags win, since later occurrences override), skipping keys
 /// whose environment variable is set (so the environment wins over the file).
+///
+/// The error stays a `String`: it is only printed (`crate::main`), like clap's own argument errors,
+/// and `config_args` is shared with the fuzz target.
 pub fn expand_config(args: Vec<String>) -> Result<Vec<String>, String> {
     if args.get(1).map(String::as_str) != Some("run") {
         return Ok(args);

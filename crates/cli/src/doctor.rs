@@ -159,10 +159,10 @@ fn directory(path: &Path, a: &DoctorArgs, list: &mut Checklist) {
             })
             .map_err(|e| format!("mount: {e}")),
     );
-    list.check(tenure_persistence::check_permissions(
-        store.root(),
-        a.allow_shared_permissions,
-    ));
+    list.check(
+        tenure_persistence::check_permissions(store.root(), a.allow_shared_permissions)
+            .map_err(|e| e.to_string()),
+    );
     match store.list("") {
         Ok(keys) => list.pass(format!(
             "readable: {} ({})",
@@ -211,10 +211,10 @@ fn describe_contents(store: &dyn Store, top: &[String]) -> String {
 
 /// The conditional-write probe on one handle, a create race between independently opened
 /// handles, and read-after-write from one handle to another.
-fn conditional_writes(
+fn conditional_writes<E: std::fmt::Display>(
     store: &dyn Store,
     list: &mut Checklist,
-    open: impl Fn() -> Result<Arc<dyn Store>, String>,
+    open: impl Fn() -> Result<Arc<dyn Store>, E>,
 ) {
     list.check(
         probe_conditional_writes(store)
@@ -222,13 +222,20 @@ fn conditional_writes(
                 "conditional writes enforced: a second create-if-absent and replaces on a wrong and a stale \
                  version each lost"
                     .to_string()
-            }),
+            })
+            .map_err(|e| e.to_string()),
     );
-    let handles: Result<Vec<Arc<dyn Store>>, String> = (0..RACERS).map(|_| open()).collect();
+    let handles: Result<Vec<Arc<dyn Store>>, E> = (0..RACERS).map(|_| open()).collect();
     match handles {
-        Ok(handles) => list.check(probe_create_race(&handles).map(|n| {
-            format!("{n}-way create race between separately opened handles: exactly one won")
-        })),
+        Ok(handles) => list.check(
+            probe_create_race(&handles)
+                .map(|n| {
+                    format!(
+                        "{n}-way create race between separately opened handles: exactly one won"
+                    )
+                })
+                .map_err(|e| e.to_string()),
+        ),
         Err(e) => list.check(Err(format!(
             "cannot open {RACERS} handles for the race: {e}"
         ))),

@@ -347,7 +347,7 @@ pub(crate) fn open_store(
     lock_wait: Duration,
     poll: Duration,
 ) -> Result<Arc<dyn Store>, (u8, String)> {
-    let path = match StoreLocation::parse(arg).map_err(|e| (USAGE, e))? {
+    let path = match StoreLocation::parse(arg).map_err(|e| (USAGE, e.to_string()))? {
         StoreLocation::Object(url) => return open_object_store(&url, lock_wait, poll),
         StoreLocation::Directory(path) => path,
     };
@@ -361,7 +361,7 @@ pub(crate) fn open_store(
     };
     DirStore::open(&path, opts)
         .map(|s| Arc::new(s) as Arc<dyn Store>)
-        .map_err(|e| (REFUSED, e))
+        .map_err(|e| (REFUSED, e.to_string()))
 }
 
 /// `s3://`, `gs://`, `az://`: the storage deadline is also the HTTP client's timeout, so no
@@ -376,7 +376,8 @@ fn open_object_store(
         timeout,
         ..Default::default()
     };
-    let store = tenure_persistence::ObjStore::open(url, opts).map_err(|e| (REFUSED, e))?;
+    let store =
+        tenure_persistence::ObjStore::open(url, opts).map_err(|e| (REFUSED, e.to_string()))?;
     // An unreachable store may be a blip at boot; a broken one answers the same every time.
     const ATTEMPTS: u32 = 3;
     let mut attempt = 1;

@@ -77,7 +77,7 @@ impl Config {
 
     /// Check the timings against the safety inequality `(D + G)(1+ρ) + M < T(1−ρ)` and the
     /// liveness rule `D ≥ 2p + storage timeout`. The message gives the numbers.
-    pub fn validate_timings(&self) -> Result<(), String> {
+    pub fn validate_timings(&self) -> Result<(), TimingsError> {
         let t = self.heartbeat_timeout;
         let p = self.poll_period;
         let d = self.renew_deadline;
@@ -85,39 +85,68 @@ impl Config {
         let st = self.storage_timeout;
         let rho = self.clock_drift_ppm as f64 / 1e6;
         if p.is_zero() || t.is_zero() || d.is_zero() {
-            return Err(
-                "--heartbeat-timeout, --poll-period and --renew-deadline must be positive".into(),
-            );
+            return Err(TimingsError::NotPositive);
         }
         if rho >= 0.5 {
-            return Err(format!(
-                "clock drift bound ρ = {rho} is not plausible; use at most 0.1 (10%)"
-            ));
+            return Err(TimingsError::ImplausibleDrift { rho });
         }
         let lhs = (d + g).as_secs_f64() * (1.0 + rho) + ANSWER_MARGIN.as_secs_f64();
         let rhs = t.as_secs_f64() * (1.0 - rho);
         if lhs >= rhs {
-            return Err(format!(
-                "unsafe timings: (renew deadline D {} + demote grace G {})·(1+ρ {rho}) + margin {} = {:.3}s must be below heartbeat timeout T {}·(1−ρ) = {:.3}s; lower --renew-deadline/--demote-grace or raise --heartbeat-timeout",
-                fmt(d),
-                fmt(g),
-                fmt(ANSWER_MARGIN),
+            return Err(TimingsError::Unsafe {
+                d,
+                g,
+                rho,
                 lhs,
-                fmt(t),
-                rhs
-            ));
+                t,
+                rhs,
+            });
         }
         if d < 2 * p + st {
-            return Err(format!(
-                "renew deadline D {} must be at least 2 × poll period {} + storage timeout {} = {}, or one slow write demotes the master; raise --renew-deadline (and --heartbeat-timeout) or lower --poll-period",
-                fmt(d),
-                fmt(p),
-                fmt(st),
-                fmt(2 * p + st)
-            ));
+            return Err(TimingsError::RenewTooShort { d, p, st });
         }
         Ok(())
     }
+}
+
+/// Why [`Config::validate_timings`] refused the timings; the message gives the numbers.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum TimingsError {
+    #[error("--heartbeat-timeout, --poll-period and --renew-deadline must be positive")]
+    NotPositive,
+    /// ρ of 0.5 or more.
+    #[error("clock drift bound ρ = {rho} is not plausible; use at most 0.1 (10%)")]
+    ImplausibleDrift { rho: f64 },
+    /// The safety inequality `(D + G)(1+ρ) + M < T(1−ρ)` fails: `lhs` and `rhs` are its two
+    /// sides in seconds.
+    #[error(
+        "unsafe timings: (renew deadline D {} + demote grace G {})·(1+ρ {rho}) + margin {} = {lhs:.3}s must be below heartbeat timeout T {}·(1−ρ) = {rhs:.3}s; lower --renew-deadline/--demote-grace or raise --heartbeat-timeout",
+        fmt(*d),
+        fmt(*g),
+        fmt(ANSWER_MARGIN),
+        fmt(*t)
+    )]
+    Unsafe {
+        d: Duration,
+        g: Duration,
+        rho: f64,
+        lhs: f64,
+        t: Duration,
+        rhs: f64,
+    },
+    /// The liveness rule `D ≥ 2p + storage timeout` fails.
+    #[error(
+        "renew deadline D {} must be at least 2 × poll period {} + storage timeout {} = {}, or one slow write demotes the master; raise --renew-deadline (and --heartbeat-timeout) or lower --poll-period",
+        fmt(*d),
+        fmt(*p),
+        fmt(*st),
+        fmt(2 * *p + *st)
+    )]
+    RenewTooShort {
+        d: Duration,
+        p: Duration,
+        st: Duration,
+    },
 }
 
 fn fmt(d: Duration) -> String {
@@ -179,9 +208,15 @@ mod tests {
 
     #[test]
     fn unsafe_timings_are_refused_with_numbers() {
-        let e = cfg(2_000, 200, 1_900, 333).validate_timings().unwrap_err();
+        let e = cfg(2_000, 200, 1_900, 333)
+            .validate_timings()
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("unsafe timings") && e.contains("1.9s"), "{e}");
-        let e = cfg(2_000, 500, 1_000, 100).validate_timings().unwrap_err();
+        let e = cfg(2_000, 500, 1_000, 100)
+            .validate_timings()
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("at least 2 × poll period"), "{e}");
     }
 }

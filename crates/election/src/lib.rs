@@ -18,6 +18,9 @@ pub mod types;
 
 pub use clock::Nanos;
 pub use command::{Command, CommandError};
+pub use config::TimingsError;
+pub use records::ParseError;
+pub use secret::{SecretError, VerifyError};
 pub use snapshot::{LeaseView, NodeRow, Snapshot, Waiting};
 pub use stats::Stats;
-pub use types::{Mode, NodeState};
+pub use types::{Mode, NodeNameError, NodeState};

@@ -171,9 +171,17 @@ pub struct HeartbeatRecord {
     pub heartbeat_timeout_ms: Option<u64>,
 }
 
+/// Why [`parse`] refused a record.
+#[derive(Debug, thiserror::Error)]
+pub enum ParseError {
+    /// Not JSON, or not this kind of record.
+    #[error("not a tenure record: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
 /// Parse a record (no secret configured: any MAC field is ignored).
-pub fn parse<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, String> {
-    serde_json::from_slice::<T>(bytes).map_err(|e| format!("not a tenure record: {e}"))
+pub fn parse<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, ParseError> {
+    serde_json::from_slice::<T>(bytes).map_err(ParseError::Json)
 }
 
 pub fn encode<T: Serialize>(rec: &T) -> Vec<u8> {
@@ -242,7 +250,7 @@ pub fn open_verified<T: DeserializeOwned>(
     let Some(keys) = keys else {
         return parse(bytes)
             .map(|rec| (rec, None))
-            .map_err(OpenError::Malformed);
+            .map_err(|e| OpenError::Malformed(e.to_string()));
     };
     let mut value: Value = serde_json::from_slice(bytes)
         .map_err(|e| OpenError::Malformed(format!("not a tenure record: {e}")))?;
@@ -263,7 +271,7 @@ pub fn open_verified<T: DeserializeOwned>(
     let canon = canonical(&value);
     let verified = keys
         .verify("record", &[key.as_bytes(), &canon], &tag)
-        .map_err(OpenError::Unauthentic)?;
+        .map_err(|e| OpenError::Unauthentic(e.to_string()))?;
     T::deserialize(value)
         .map(|rec| (rec, Some(verified)))
         .map_err(|e| OpenError::Malformed(format!("not a tenure record: {e}")))

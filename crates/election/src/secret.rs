@@ -9,7 +9,7 @@
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -20,6 +20,75 @@ const MAX_SECRET_LEN: usize = 4096;
 /// Tag format: `v1:<key id>:<64 hex digits>`.
 const TAG_VERSION: &str = "v1";
 
+/// Why a secret was refused: too short ([`Keyring::new`]), or a secret file that cannot be
+/// read or is not private ([`read_secret_file`]).
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    #[error(
+        "the secret is {len} bytes; use at least {MIN_SECRET_LEN} (e.g. `openssl rand -base64 32`)"
+    )]
+    TooShort { len: usize },
+    #[error("cannot open {}: {source}", path.display())]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot stat {}: {source}", path.display())]
+    Stat {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{} is not a regular file", path.display())]
+    NotAFile { path: PathBuf },
+    /// Group or others may read it (`mode` is the permission bits).
+    #[error(
+        "{} has mode {mode:04o}: a secret must be readable by its owner only; run `chmod 600 {}`",
+        path.display(),
+        path.display()
+    )]
+    NotPrivate { path: PathBuf, mode: u32 },
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{} is longer than {MAX_SECRET_LEN} bytes: a secret is one line", path.display())]
+    TooLong { path: PathBuf },
+    /// The file's secret (trimmed) is shorter than [`MIN_SECRET_LEN`].
+    #[error(
+        "{} holds a {len}-byte secret; use at least {MIN_SECRET_LEN} bytes, e.g. `openssl rand -base64 32 > {}`",
+        path.display(),
+        path.display()
+    )]
+    FileTooShort { path: PathBuf, len: usize },
+}
+
+/// Why [`Keyring::verify`] refused a tag (never naming the expected tag).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum VerifyError {
+    #[error("the MAC is not of the form v1:<key id>:<hex>")]
+    Malformed,
+    #[error("unknown MAC version {0:?}")]
+    UnknownVersion(String),
+    #[error("the MAC is not 64 hex digits")]
+    NotHex,
+    /// Signed with a key this node does not hold.
+    #[error(
+        "signed with key {id}, which is not this node's secret (key {current}{})",
+        accepted.as_ref().map_or(String::new(), |a| format!(" or {a}"))
+    )]
+    UnknownKey {
+        id: String,
+        current: String,
+        accepted: Option<String>,
+    },
+    #[error("the MAC does not match (key {id}): forged or altered")]
+    Mismatch { id: String },
+}
+
 #[derive(Clone)]
 struct Key {
     bytes: Vec<u8>,
@@ -28,12 +97,9 @@ struct Key {
 }
 
 impl Key {
-    fn new(bytes: &[u8]) -> Result<Key, String> {
+    fn new(bytes: &[u8]) -> Result<Key, SecretError> {
         if bytes.len() < MIN_SECRET_LEN {
-            return Err(format!(
-                "the secret is {} bytes; use at least {MIN_SECRET_LEN} (e.g. `openssl rand -base64 32`)",
-                bytes.len()
-            ));
+            return Err(SecretError::TooShort { len: bytes.len() });
         }
         let digest = Sha256::new()
             .chain_update(b"tenure-key-id\0")
@@ -87,7 +153,7 @@ impl fmt::Debug for Keyring {
 }
 
 impl Keyring {
-    pub fn new(current: &[u8], accepted: Option<&[u8]>) -> Result<Keyring, String> {
+    pub fn new(current: &[u8], accepted: Option<&[u8]>) -> Result<Keyring, SecretError> {
         let current = Key::new(current)?;
         let accepted = match accepted {
             Some(a) => Some(Key::new(a)?).filter(|k| k.id != current.id),
@@ -114,35 +180,38 @@ impl Keyring {
     }
 
     /// Check a tag in constant time. The error says why, for logs (never the expected tag).
-    pub fn verify(&self, domain: &str, parts: &[&[u8]], tag: &str) -> Result<Verified, String> {
+    pub fn verify(
+        &self,
+        domain: &str,
+        parts: &[&[u8]],
+        tag: &str,
+    ) -> Result<Verified, VerifyError> {
         let mut it = tag.splitn(3, ':');
         let (Some(ver), Some(id), Some(hex)) = (it.next(), it.next(), it.next()) else {
-            return Err("the MAC is not of the form v1:<key id>:<hex>".into());
+            return Err(VerifyError::Malformed);
         };
         if ver != TAG_VERSION {
-            return Err(format!("unknown MAC version {ver:?}"));
+            return Err(VerifyError::UnknownVersion(ver.to_string()));
         }
         let Some(bytes) = decode_hex32(hex) else {
-            return Err("the MAC is not 64 hex digits".into());
+            return Err(VerifyError::NotHex);
         };
         let (key, which) = if id == self.current.id {
             (&self.current, Verified::Current)
         } else if let Some(a) = self.accepted.as_ref().filter(|a| a.id == id) {
             (a, Verified::Accepted)
         } else {
-            return Err(format!(
-                "signed with key {id}, which is not this node's secret (key {}{})",
-                self.current.id,
-                self.accepted
-                    .as_ref()
-                    .map_or(String::new(), |a| format!(" or {}", a.id))
-            ));
+            return Err(VerifyError::UnknownKey {
+                id: id.to_string(),
+                current: self.current.id.clone(),
+                accepted: self.accepted.as_ref().map(|a| a.id.clone()),
+            });
         };
         // verify_slice compares in constant time.
         key.mac(domain, parts)
             .verify_slice(&bytes)
             .map(|()| which)
-            .map_err(|_| format!("the MAC does not match (key {id}): forged or altered"))
+            .map_err(|_| VerifyError::Mismatch { id: id.to_string() })
     }
 }
 
@@ -163,46 +232,51 @@ fn decode_hex32(s: &str) -> Option<[u8; 32]> {
 /// Read a secret file: it must be a regular file readable by its owner only (mode 0600 or
 /// 0400), since anyone who can read it can forge records. Surrounding whitespace (the
 /// trailing newline of `echo … > file`) is not part of the secret.
-pub fn read_secret_file(path: &Path) -> Result<Vec<u8>, String> {
+pub fn read_secret_file(path: &Path) -> Result<Vec<u8>, SecretError> {
     use std::io::Read;
     use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
     let file = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW)
         .open(path)
-        .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
-    let meta = file
-        .metadata()
-        .map_err(|e| format!("cannot stat {}: {e}", path.display()))?;
+        .map_err(|e| SecretError::Open {
+            path: path.to_path_buf(),
+            source: e,
+        })?;
+    let meta = file.metadata().map_err(|e| SecretError::Stat {
+        path: path.to_path_buf(),
+        source: e,
+    })?;
     if !meta.is_file() {
-        return Err(format!("{} is not a regular file", path.display()));
+        return Err(SecretError::NotAFile {
+            path: path.to_path_buf(),
+        });
     }
     let mode = meta.mode() & 0o777;
     if mode & 0o077 != 0 {
-        return Err(format!(
-            "{} has mode {mode:04o}: a secret must be readable by its owner only; run `chmod 600 {}`",
-            path.display(),
-            path.display()
-        ));
+        return Err(SecretError::NotPrivate {
+            path: path.to_path_buf(),
+            mode,
+        });
     }
     let mut buf = Vec::new();
     file.take(MAX_SECRET_LEN as u64 + 1)
         .read_to_end(&mut buf)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        .map_err(|e| SecretError::Read {
+            path: path.to_path_buf(),
+            source: e,
+        })?;
     if buf.len() > MAX_SECRET_LEN {
-        return Err(format!(
-            "{} is longer than {MAX_SECRET_LEN} bytes: a secret is one line",
-            path.display()
-        ));
+        return Err(SecretError::TooLong {
+            path: path.to_path_buf(),
+        });
     }
     let trimmed = buf.trim_ascii().to_vec();
     if trimmed.len() < MIN_SECRET_LEN {
-        return Err(format!(
-            "{} holds a {}-byte secret; use at least {MIN_SECRET_LEN} bytes, e.g. `openssl rand -base64 32 > {}`",
-            path.display(),
-            trimmed.len(),
-            path.display()
-        ));
+        return Err(SecretError::FileTooShort {
+            path: path.to_path_buf(),
+            len: trimmed.len(),
+        });
     }
     Ok(trimmed)
 }
@@ -235,7 +309,7 @@ mod tests {
         let by_new = new.sign("k", &[b"r"]);
         assert_eq!(new.verify("k", &[b"r"], &by_old), Ok(Verified::Accepted));
         assert_eq!(new.verify("k", &[b"r"], &by_new), Ok(Verified::Current));
-        let err = old.verify("k", &[b"r"], &by_new).unwrap_err();
+        let err = old.verify("k", &[b"r"], &by_new).unwrap_err().to_string();
         assert!(err.contains(new.current_id()), "{err}");
     }
 
@@ -271,12 +345,17 @@ mod tests {
         let p = dir.path().join("secret");
         std::fs::write(&p, b"  0123456789abcdef0123\n").unwrap();
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o640)).unwrap();
-        let e = read_secret_file(&p).unwrap_err();
+        let e = read_secret_file(&p).unwrap_err().to_string();
         assert!(e.contains("0640") && e.contains("chmod 600"), "{e}");
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
         assert_eq!(read_secret_file(&p).unwrap(), b"0123456789abcdef0123");
         std::fs::write(&p, b"tiny\n").unwrap();
-        assert!(read_secret_file(&p).unwrap_err().contains("at least"));
+        assert!(
+            read_secret_file(&p)
+                .unwrap_err()
+                .to_string()
+                .contains("at least")
+        );
         let link = dir.path().join("link");
         std::os::unix::fs::symlink(&p, &link).unwrap();
         assert!(

@@ -122,16 +122,30 @@ impl FromStr for Mode {
     }
 }
 
+/// Why [`validate_node_name`] refused a name; the message names the rule.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum NodeNameError {
+    #[error("the node name is empty: give --node-name, e.g. --node-name node-a")]
+    Empty,
+    #[error(
+        "the node name {0:?} contains whitespace: node names may use only letters, digits, '.', '_' and '-'"
+    )]
+    Whitespace(String),
+    /// Too long, starting with '.', or a character outside `[A-Za-z0-9._-]`.
+    #[error(
+        "the node name {0:?} is not allowed: use 1 to 64 letters, digits, '.', '_' or '-', not starting with '.'"
+    )]
+    NotAllowed(String),
+}
+
 /// Node names: 1..=64 of `[A-Za-z0-9._-]`, not starting with '.', so a name is always a safe
-/// record key and file name. Returns a message naming the rule.
-pub fn validate_node_name(name: &str) -> Result<(), String> {
+/// record key and file name. The error names the rule.
+pub fn validate_node_name(name: &str) -> Result<(), NodeNameError> {
     if name.is_empty() {
-        return Err("the node name is empty: give --node-name, e.g. --node-name node-a".into());
+        return Err(NodeNameError::Empty);
     }
     if name.chars().any(char::is_whitespace) {
-        return Err(format!(
-            "the node name {name:?} contains whitespace: node names may use only letters, digits, '.', '_' and '-'"
-        ));
+        return Err(NodeNameError::Whitespace(name.to_string()));
     }
     if name.len() > 64
         || name.starts_with('.')
@@ -139,9 +153,7 @@ pub fn validate_node_name(name: &str) -> Result<(), String> {
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
     {
-        return Err(format!(
-            "the node name {name:?} is not allowed: use 1 to 64 letters, digits, '.', '_' or '-', not starting with '.'"
-        ));
+        return Err(NodeNameError::NotAllowed(name.to_string()));
     }
     Ok(())
 }
@@ -175,6 +187,7 @@ mod tests {
         assert!(
             validate_node_name("a b")
                 .unwrap_err()
+                .to_string()
                 .contains("whitespace")
         );
         assert!(validate_node_name("").is_err());

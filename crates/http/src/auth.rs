@@ -10,7 +10,7 @@ use base64::Engine;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use subtle::ConstantTimeEq;
@@ -78,50 +78,90 @@ pub enum AuthFailure {
     Wrong,
 }
 
+/// Why a users file was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum UsersError {
+    #[error("cannot read the users file {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file was read but its contents were refused ([`Users::load`]).
+    #[error("users file {}: {source}", path.display())]
+    File {
+        path: PathBuf,
+        #[source]
+        source: Box<UsersError>,
+    },
+    #[error(
+        "not valid: {source}; expected {{\"users\": {{\"alice\": {{\"password\": \"<hash>\", \"role\": \"admin\"}}}}}}"
+    )]
+    NotValid {
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("no users are defined: add at least one admin")]
+    NoUsers,
+    #[error(
+        "user name {name:?} cannot be used with basic auth: it must be non-empty and contain no ':'"
+    )]
+    BadName { name: String },
+    #[error("user {name:?} has role {role:?}: use \"reader\" or \"admin\"")]
+    BadRole { name: String, role: String },
+    #[error(
+        "user {name:?}: the password is not a password hash; plaintext passwords are refused, store the output of `tenure hash-password`"
+    )]
+    NotAHash { name: String },
+    #[error(
+        "user {name:?}: the password hash uses {algorithm}, not argon2; make one with `tenure hash-password`"
+    )]
+    NotArgon2 { name: String, algorithm: String },
+}
+
 impl Users {
     /// Reads `{"users": {"alice": {"password": "<PHC argon2 hash>", "role": "admin"}}}`.
-    pub fn load(path: &Path) -> Result<Users, String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read the users file {}: {e}", path.display()))?;
-        Users::parse(&text).map_err(|e| format!("users file {}: {e}", path.display()))
+    pub fn load(path: &Path) -> Result<Users, UsersError> {
+        let text = std::fs::read_to_string(path).map_err(|e| UsersError::Read {
+            path: path.to_path_buf(),
+            source: e,
+        })?;
+        Users::parse(&text).map_err(|e| UsersError::File {
+            path: path.to_path_buf(),
+            source: Box::new(e),
+        })
     }
 
     /// Parses the users file format (see [`Users::load`]).
-    pub fn parse(text: &str) -> Result<Users, String> {
-        let file: FileFormat = serde_json::from_str(text).map_err(|e| {
-            format!(
-                "not valid: {e}; expected {{\"users\": {{\"alice\": {{\"password\": \"<hash>\", \"role\": \"admin\"}}}}}}"
-            )
-        })?;
+    pub fn parse(text: &str) -> Result<Users, UsersError> {
+        let file: FileFormat =
+            serde_json::from_str(text).map_err(|e| UsersError::NotValid { source: e })?;
         if file.users.is_empty() {
-            return Err("no users are defined: add at least one admin".into());
+            return Err(UsersError::NoUsers);
         }
         let mut users = HashMap::with_capacity(file.users.len());
         for (name, u) in file.users {
             if name.is_empty() || name.contains(':') {
-                return Err(format!(
-                    "user name {name:?} cannot be used with basic auth: it must be non-empty and contain no ':'"
-                ));
+                return Err(UsersError::BadName { name });
             }
             let role = match u.role.as_str() {
                 "admin" => Role::Admin,
                 "reader" => Role::Reader,
                 other => {
-                    return Err(format!(
-                        "user {name:?} has role {other:?}: use \"reader\" or \"admin\""
-                    ));
+                    return Err(UsersError::BadRole {
+                        name,
+                        role: other.to_string(),
+                    });
                 }
             };
-            let parsed = PasswordHash::new(&u.password).map_err(|_| {
-                format!(
-                    "user {name:?}: the password is not a password hash; plaintext passwords are refused, store the output of `tenure hash-password`"
-                )
-            })?;
+            let Ok(parsed) = PasswordHash::new(&u.password) else {
+                return Err(UsersError::NotAHash { name });
+            };
             if !parsed.algorithm.as_str().starts_with("argon2") {
-                return Err(format!(
-                    "user {name:?}: the password hash uses {}, not argon2; make one with `tenure hash-password`",
-                    parsed.algorithm
-                ));
+                return Err(UsersError::NotArgon2 {
+                    name,
+                    algorithm: parsed.algorithm.to_string(),
+                });
             }
             users.insert(
                 name,
@@ -268,21 +308,26 @@ mod tests {
     #[test]
     fn plaintext_and_bad_roles_are_refused() {
         let e = Users::parse(r#"{"users": {"a": {"password": "hunter2", "role": "admin"}}}"#)
-            .unwrap_err();
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("tenure hash-password"), "{e}");
         let h = cheap_hash("x");
         let e = Users::parse(&format!(
             r#"{{"users": {{"a": {{"password": "{h}", "role": "root"}}}}}}"#
         ))
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("reader"), "{e}");
         let e = Users::parse(&format!(
             r#"{{"users": {{"a:b": {{"password": "{h}", "role": "admin"}}}}}}"#
         ))
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("':'"), "{e}");
         assert!(Users::parse(r#"{"users": {}}"#).is_err());
-        let e = Users::load(Path::new("/nonexistent/users.json")).unwrap_err();
+        let e = Users::load(Path::new("/nonexistent/users.json"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("/nonexistent/users.json"), "{e}");
     }
 

@@ -15,18 +15,49 @@ pub struct Tls {
     pub ca: Option<std::path::PathBuf>,
 }
 
+/// Why an HTTP client could not be set up ([`Client::new`], [`NudgeClient::with_tls`]).
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    /// The `--tls-ca` file could not be read.
+    #[error("cannot read the CA file {}: {source}", path.display())]
+    ReadCa {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The `--tls-ca` file holds no usable PEM certificate.
+    #[error("{} holds no PEM certificate: {source}", path.display())]
+    NoCertificate {
+        path: std::path::PathBuf,
+        #[source]
+        source: reqwest::Error,
+    },
+    /// reqwest could not build the client.
+    #[error("cannot set up the HTTP client: {source}")]
+    Build {
+        #[source]
+        source: reqwest::Error,
+    },
+}
+
 impl Tls {
-    fn apply(&self, mut b: reqwest::ClientBuilder) -> Result<reqwest::ClientBuilder, String> {
+    fn apply(&self, mut b: reqwest::ClientBuilder) -> Result<reqwest::ClientBuilder, SetupError> {
         // reqwest is built without a crypto provider of its own: ring is the only one.
         let _ = rustls::crypto::ring::default_provider().install_default();
         if self.insecure {
             b = b.danger_accept_invalid_certs(true);
         }
         if let Some(path) = &self.ca {
-            let pem = std::fs::read(path)
-                .map_err(|e| format!("cannot read the CA file {}: {e}", path.display()))?;
-            let certs = reqwest::Certificate::from_pem_bundle(&pem)
-                .map_err(|e| format!("{} holds no PEM certificate: {e}", path.display()))?;
+            let pem = std::fs::read(path).map_err(|e| SetupError::ReadCa {
+                path: path.clone(),
+                source: e,
+            })?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+                SetupError::NoCertificate {
+                    path: path.clone(),
+                    source: e,
+                }
+            })?;
             for c in certs {
                 b = b.add_root_certificate(c);
             }
@@ -83,21 +114,35 @@ fn url(base: &str, path: &str) -> String {
 }
 
 impl Client {
-    pub fn new(timeout: Duration, basic_auth: Option<(String, String)>) -> Result<Client, String> {
-        Client::with_tls(timeout, basic_auth, &Tls::default())
+    pub fn new(
+        timeout: Duration,
+        basic_auth: Option<(String, String)>,
+    ) -> Result<Client, SetupError> {
+        Client::build(timeout, basic_auth, &Tls::default())
     }
 
     /// Like [`Client::new`], with TLS settings for https:// URLs.
+    ///
+    /// The error stays a `String` (the [`SetupError`]'s message): the CLI's `query::client`
+    /// returns this result as its own `Result<Client, String>`.
     pub fn with_tls(
         timeout: Duration,
         basic_auth: Option<(String, String)>,
         tls: &Tls,
     ) -> Result<Client, String> {
+        Client::build(timeout, basic_auth, tls).map_err(|e| e.to_string())
+    }
+
+    fn build(
+        timeout: Duration,
+        basic_auth: Option<(String, String)>,
+        tls: &Tls,
+    ) -> Result<Client, SetupError> {
         let http = tls
             .apply(reqwest::Client::builder())?
             .timeout(timeout)
             .build()
-            .map_err(|e| format!("cannot set up the HTTP client: {e}"))?;
+            .map_err(|e| SetupError::Build { source: e })?;
         Ok(Client {
             http,
             timeout,
@@ -244,19 +289,19 @@ pub struct NudgeClient {
 
 impl NudgeClient {
     /// Call from within the tokio runtime the nudges should run on.
-    pub fn new() -> Result<NudgeClient, String> {
+    pub fn new() -> Result<NudgeClient, SetupError> {
         NudgeClient::with_tls(&Tls::default())
     }
 
     /// Like [`NudgeClient::new`], trusting `tls` for peers with https:// URIs.
-    pub fn with_tls(tls: &Tls) -> Result<NudgeClient, String> {
+    pub fn with_tls(tls: &Tls) -> Result<NudgeClient, SetupError> {
         let http = tls
             .apply(reqwest::Client::builder())?
             .timeout(Duration::from_millis(500))
             // Nudges go to peers' own URIs; a proxy in the environment must not intercept them.
             .no_proxy()
             .build()
-            .map_err(|e| format!("cannot set up the HTTP client: {e}"))?;
+            .map_err(|e| SetupError::Build { source: e })?;
         Ok(NudgeClient {
             http,
             runtime: tokio::runtime::Handle::try_current().ok(),

@@ -29,10 +29,11 @@ use std::time::Duration;
 use tenure_election::{Command, CommandError, Nanos, Snapshot, clock};
 use tokio::sync::{mpsc, oneshot, watch};
 
-pub use auth::{Users, hash_password};
-pub use client::{Client, ClientError, NudgeClient, Tls};
+pub use auth::{Users, UsersError, hash_password};
+pub use client::{Client, ClientError, NudgeClient, SetupError, Tls};
 pub use form::{Form, FormError, parse_form};
-pub use tls::{TlsConfig, serve_tls};
+pub use nudge::NudgeError;
+pub use tls::{TlsConfig, TlsError, TlsFiles, serve_tls};
 
 use error::ApiError;
 

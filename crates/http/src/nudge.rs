@@ -4,7 +4,7 @@
 //! clock time and its MAC; a replay within the allowed skew costs one gated store read.
 
 use std::time::Duration;
-use tenure_election::secret::Keyring;
+use tenure_election::secret::{Keyring, VerifyError};
 
 /// Request header carrying the token: `<unix ms>.<MAC>`.
 pub const NUDGE_AUTH_HEADER: &str = "x-tenure-nudge";
@@ -16,21 +16,37 @@ pub fn nudge_token(keys: &Keyring, now_ms: i64) -> String {
     format!("{ms}.{}", keys.sign("nudge", &[ms.as_bytes()]))
 }
 
+/// Why [`check_nudge_token`] refused a nudge.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum NudgeError {
+    #[error("the nudge carries no token, but this node has a cluster secret")]
+    NoToken,
+    #[error("the nudge token is not of the form <ms>.<mac>")]
+    Malformed,
+    #[error("the nudge token's time is not a number")]
+    BadTime,
+    /// The MAC did not verify under this node's secret.
+    #[error(transparent)]
+    Unauthentic(#[from] VerifyError),
+    /// Signed too far (more than [`NUDGE_MAX_SKEW`]) from this node's wall clock.
+    #[error("the nudge was signed {seconds} s away from this node's clock")]
+    Skew { seconds: u64 },
+}
+
 /// Check a nudge's token against the secret and this node's wall clock.
-pub fn check_nudge_token(keys: &Keyring, token: Option<&str>, now_ms: i64) -> Result<(), String> {
-    let token = token.ok_or("the nudge carries no token, but this node has a cluster secret")?;
-    let (ms, tag) = token
-        .split_once('.')
-        .ok_or("the nudge token is not of the form <ms>.<mac>")?;
-    let sent: i64 = ms
-        .parse()
-        .map_err(|_| "the nudge token's time is not a number")?;
+pub fn check_nudge_token(
+    keys: &Keyring,
+    token: Option<&str>,
+    now_ms: i64,
+) -> Result<(), NudgeError> {
+    let token = token.ok_or(NudgeError::NoToken)?;
+    let (ms, tag) = token.split_once('.').ok_or(NudgeError::Malformed)?;
+    let sent: i64 = ms.parse().map_err(|_| NudgeError::BadTime)?;
     keys.verify("nudge", &[ms.as_bytes()], tag)?;
     if sent.abs_diff(now_ms) > NUDGE_MAX_SKEW.as_millis() as u64 {
-        return Err(format!(
-            "the nudge was signed {} s away from this node's clock",
-            sent.abs_diff(now_ms) / 1000
-        ));
+        return Err(NudgeError::Skew {
+            seconds: sent.abs_diff(now_ms) / 1000,
+        });
     }
     Ok(())
 }

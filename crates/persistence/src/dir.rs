@@ -524,78 +524,202 @@ fn split_key(key: &str) -> (Option<&str>, &str) {
     }
 }
 
-fn open_error(root: &Path, doing: &str, path: &Path, e: &io::Error) -> String {
-    let (what, fix) = match e.kind() {
-        io::ErrorKind::PermissionDenied => (
-            "permission denied".to_string(),
-            "make the directory writable by this user or choose another --store",
-        ),
-        io::ErrorKind::ReadOnlyFilesystem => (
-            "read-only file system".to_string(),
-            "mount it read-write or choose another --store",
-        ),
-        io::ErrorKind::StorageFull => (
-            "no space left".to_string(),
-            "free some space or choose another --store",
-        ),
-        io::ErrorKind::NotADirectory => (
-            "not a directory".to_string(),
-            "every component of the path must be a directory; choose another --store",
-        ),
-        _ if e.raw_os_error() == Some(libc::ELOOP) => (
-            "symbolic link".to_string(),
-            "replace the link with a real directory or file: tenure never follows links inside the store",
-        ),
-        _ => (e.to_string(), "check the path or choose another --store"),
-    };
-    format!(
-        "cannot use store {}: {what} {doing} {} — {fix}",
-        root.display(),
-        path.display()
-    )
-}
-
-/// The refusal of a store root that does not exist. It is never created: a mistyped path or an
-/// NFS mount that is not mounted yet would otherwise become a private one-node cluster that
-/// answers MASTER beside the real one.
-fn missing_root(root: &Path) -> String {
-    format!(
+/// Why [`DirStore::open`] refused a store. Every message names the store and the fix.
+#[derive(Debug, thiserror::Error)]
+pub enum DirOpenError {
+    /// The root does not exist. It is never created: a mistyped path or an NFS mount that is
+    /// not mounted yet would otherwise become a private one-node cluster that answers MASTER
+    /// beside the real one.
+    #[error(
         "cannot use store {}: it does not exist — check the path, mount the shared filesystem \
          there, or create a new store with `mkdir -m 0700 {}` (tenure never creates a store \
          root, so that a typo or a missing mount cannot become a cluster of its own)",
         root.display(),
         root.display()
-    )
+    )]
+    MissingRoot { root: PathBuf },
+    /// A system call on `path` failed while `doing` (resolving, reading, opening, creating,
+    /// setting the mode of, writing) it.
+    #[error(
+        "cannot use store {}: {} {doing} {} — {}",
+        root.display(),
+        io_what(source),
+        path.display(),
+        io_fix(source)
+    )]
+    Io {
+        root: PathBuf,
+        doing: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// The root is not a directory.
+    #[error(
+        "cannot use store {}: it is not a directory — choose a directory for --store",
+        root.display()
+    )]
+    NotADirectory { root: PathBuf },
+    /// Group or others may write to a folder of the store (see [`check_permissions`]).
+    #[error("cannot use store {}: {source}", root.display())]
+    Permissions {
+        root: PathBuf,
+        #[source]
+        source: PermissionsError,
+    },
+    /// The mount holding the store cannot hold the lease (see [`mount::check`]).
+    #[error(transparent)]
+    Mount(#[from] mount::MountError),
+    /// `nodes/` or `epochs/` is a symbolic link.
+    #[error(
+        "cannot use store {}: {} is a symbolic link — replace it with a real \
+         directory: tenure never follows links inside the store",
+        root.display(),
+        path.display()
+    )]
+    SymlinkFolder { root: PathBuf, path: PathBuf },
+    /// `nodes/` or `epochs/` is not a directory.
+    #[error(
+        "cannot use store {}: {} is not a directory — remove it or choose \
+         another --store",
+        root.display(),
+        path.display()
+    )]
+    NotAFolder { root: PathBuf, path: PathBuf },
+    /// The lease file could not be opened.
+    #[error(
+        "cannot use store {}: {source} — check the path or choose another --store",
+        root.display()
+    )]
+    Lease {
+        root: PathBuf,
+        #[source]
+        source: StoreError,
+    },
+    /// flock on the lease file failed (other than by being held).
+    #[error(
+        "cannot use store {}: flock on {} failed: {source} — the filesystem does not \
+         support locking (NFS mounted with nolock?); remount with locking or \
+         choose another --store",
+        root.display(),
+        lease.display()
+    )]
+    NoLocking {
+        root: PathBuf,
+        lease: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// What went wrong, in the words of [`DirOpenError::Io`].
+fn io_what(e: &io::Error) -> String {
+    match e.kind() {
+        io::ErrorKind::PermissionDenied => "permission denied".to_string(),
+        io::ErrorKind::ReadOnlyFilesystem => "read-only file system".to_string(),
+        io::ErrorKind::StorageFull => "no space left".to_string(),
+        io::ErrorKind::NotADirectory => "not a directory".to_string(),
+        _ if e.raw_os_error() == Some(libc::ELOOP) => "symbolic link".to_string(),
+        _ => e.to_string(),
+    }
+}
+
+/// The fix of a [`DirOpenError::Io`].
+fn io_fix(e: &io::Error) -> &'static str {
+    match e.kind() {
+        io::ErrorKind::PermissionDenied => {
+            "make the directory writable by this user or choose another --store"
+        }
+        io::ErrorKind::ReadOnlyFilesystem => "mount it read-write or choose another --store",
+        io::ErrorKind::StorageFull => "free some space or choose another --store",
+        io::ErrorKind::NotADirectory => {
+            "every component of the path must be a directory; choose another --store"
+        }
+        _ if e.raw_os_error() == Some(libc::ELOOP) => {
+            "replace the link with a real directory or file: tenure never follows links inside the store"
+        }
+        _ => "check the path or choose another --store",
+    }
+}
+
+fn open_error(root: &Path, doing: &'static str, path: &Path, e: io::Error) -> DirOpenError {
+    DirOpenError::Io {
+        root: root.to_path_buf(),
+        doing,
+        path: path.to_path_buf(),
+        source: e,
+    }
 }
 
 /// Group or others may write (or, with the sticky bit, add entries) here.
 const SHARED_WRITE: u32 = 0o022;
 
-/// A folder of the store that group or others may write to, as a message naming it, its mode
-/// and the fix; `None` when only its owner may.
-fn shared_folder(path: &Path, mode: u32) -> Option<String> {
+/// A folder of the store that group or others may write to; its `Display` names it, its mode
+/// and the fix.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SharedFolder {
+    pub path: PathBuf,
+    /// The full mode (`st_mode`); the message shows its permission bits.
+    pub mode: u32,
+}
+
+impl std::fmt::Display for SharedFolder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let who = match (self.mode & 0o020 != 0, self.mode & 0o002 != 0) {
+            (true, true) => "its group and all other users",
+            (true, false) => "its group",
+            _ => "all other users",
+        };
+        write!(
+            f,
+            "{} has mode {:04o}: {who} may write to it, and so replace the lease or forge records \
+             — run `chmod 0700 {}` (or `chmod go-w`), or pass --allow-shared-permissions if \
+             sharing it is deliberate",
+            self.path.display(),
+            self.mode & 0o7777,
+            self.path.display()
+        )
+    }
+}
+
+/// A folder of the store that group or others may write to; `None` when only its owner may.
+fn shared_folder(path: &Path, mode: u32) -> Option<SharedFolder> {
     if mode & SHARED_WRITE == 0 {
         return None;
     }
-    let who = match (mode & 0o020 != 0, mode & 0o002 != 0) {
-        (true, true) => "its group and all other users",
-        (true, false) => "its group",
-        _ => "all other users",
-    };
-    Some(format!(
-        "{} has mode {:04o}: {who} may write to it, and so replace the lease or forge records \
-         — run `chmod 0700 {}` (or `chmod go-w`), or pass --allow-shared-permissions if \
-         sharing it is deliberate",
-        path.display(),
-        mode & 0o7777,
-        path.display()
-    ))
+    Some(SharedFolder {
+        path: path.to_path_buf(),
+        mode,
+    })
+}
+
+/// Why [`check_permissions`] refused a store.
+#[derive(Debug, thiserror::Error)]
+pub enum PermissionsError {
+    /// The mode of a folder could not be read.
+    #[error("cannot read the mode of {}: {source}", path.display())]
+    ReadMode {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// Group or others may write to these folders (never empty).
+    #[error("permissions: {}", join_shared(.0))]
+    Shared(Vec<SharedFolder>),
+}
+
+fn join_shared(folders: &[SharedFolder]) -> String {
+    folders
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// Checks that only its owner may write to the store's root and its `nodes/` and `epochs/`
 /// folders (those that exist). `Ok` describes the modes; `Err` names the folder, its mode and
 /// the fix. With `allow_shared` a shared folder is accepted, and `Ok` says so.
-pub fn check_permissions(root: &Path, allow_shared: bool) -> Result<String, String> {
+pub fn check_permissions(root: &Path, allow_shared: bool) -> Result<String, PermissionsError> {
     let mut shared = Vec::new();
     let mut modes = Vec::new();
     for name in ["", NODES, EPOCHS] {
@@ -607,7 +731,7 @@ pub fn check_permissions(root: &Path, allow_shared: bool) -> Result<String, Stri
         let meta = match std::fs::symlink_metadata(&path) {
             Ok(m) => m,
             Err(e) if e.kind() == io::ErrorKind::NotFound && !name.is_empty() => continue,
-            Err(e) => return Err(format!("cannot read the mode of {}: {e}", path.display())),
+            Err(e) => return Err(PermissionsError::ReadMode { path, source: e }),
         };
         // A link or a file in place of a folder is refused by `open` with its own message.
         if !meta.is_dir() {
@@ -632,33 +756,38 @@ pub fn check_permissions(root: &Path, allow_shared: bool) -> Result<String, Stri
             "permissions: shared with others, accepted by --allow-shared-permissions ({})",
             modes.join(", ")
         )),
-        (false, false) => Err(format!("permissions: {}", shared.join("; "))),
+        (false, false) => Err(PermissionsError::Shared(shared)),
     }
 }
 
 impl DirStore {
-    /// Open a store at `root`, which must exist (see [`missing_root`]), creating the store's
+    /// Open a store at `root`, which must exist (see [`DirOpenError::MissingRoot`]), creating the store's
     /// own layout under it when [`DirOptions::create_layout`] says so. Checks the mount, that
     /// it can write, and that flock works. The error names the path and the fix.
-    pub fn open(root: &Path, opts: DirOptions) -> Result<DirStore, String> {
+    pub fn open(root: &Path, opts: DirOptions) -> Result<DirStore, DirOpenError> {
         match std::fs::symlink_metadata(root) {
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(missing_root(root)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(DirOpenError::MissingRoot {
+                    root: root.to_path_buf(),
+                });
+            }
             _ => {}
         }
         let canonical = root
             .canonicalize()
-            .map_err(|e| open_error(root, "resolving", root, &e))?;
+            .map_err(|e| open_error(root, "resolving", root, e))?;
         let meta = std::fs::metadata(&canonical)
-            .map_err(|e| open_error(root, "reading", &canonical, &e))?;
+            .map_err(|e| open_error(root, "reading", &canonical, e))?;
         if !meta.is_dir() {
-            return Err(format!(
-                "cannot use store {}: it is not a directory — choose a directory for --store",
-                root.display()
-            ));
+            return Err(DirOpenError::NotADirectory {
+                root: root.to_path_buf(),
+            });
         }
         if !opts.allow_shared_permissions {
-            check_permissions(&canonical, false)
-                .map_err(|e| format!("cannot use store {}: {e}", root.display()))?;
+            check_permissions(&canonical, false).map_err(|e| DirOpenError::Permissions {
+                root: root.to_path_buf(),
+                source: e,
+            })?;
         }
         let mount = if opts.check_mount {
             let info = mount::check(&canonical, opts.allow_nlm)?;
@@ -670,26 +799,22 @@ impl DirStore {
             None
         };
         let top = Folder::open_path(&canonical)
-            .map_err(|e| open_error(root, "opening", &canonical, &e))?;
+            .map_err(|e| open_error(root, "opening", &canonical, e))?;
         for name in [NODES, EPOCHS] {
             let path = top.child_path(name);
             match top.lstat(name) {
                 Ok(st) if st.st_mode & libc::S_IFMT == libc::S_IFDIR => {}
                 Ok(st) if st.st_mode & libc::S_IFMT == libc::S_IFLNK => {
-                    return Err(format!(
-                        "cannot use store {}: {} is a symbolic link — replace it with a real \
-                         directory: tenure never follows links inside the store",
-                        root.display(),
-                        path.display()
-                    ));
+                    return Err(DirOpenError::SymlinkFolder {
+                        root: root.to_path_buf(),
+                        path,
+                    });
                 }
                 Ok(_) => {
-                    return Err(format!(
-                        "cannot use store {}: {} is not a directory — remove it or choose \
-                         another --store",
-                        root.display(),
-                        path.display()
-                    ));
+                    return Err(DirOpenError::NotAFolder {
+                        root: root.to_path_buf(),
+                        path,
+                    });
                 }
                 Err(e) if e.kind() == io::ErrorKind::NotFound && !opts.create_layout => {}
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -697,22 +822,22 @@ impl DirStore {
                         Ok(()) => {}
                         // Another node created it at the same moment.
                         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-                        Err(e) => return Err(open_error(root, "creating", &path, &e)),
+                        Err(e) => return Err(open_error(root, "creating", &path, e)),
                     }
                     let sub = top
                         .subfolder(name)
-                        .map_err(|e| open_error(root, "opening", &path, &e))?;
+                        .map_err(|e| open_error(root, "opening", &path, e))?;
                     sub.fd
                         .set_permissions(Permissions::from_mode(0o700))
-                        .map_err(|e| open_error(root, "setting the mode of", &path, &e))?;
+                        .map_err(|e| open_error(root, "setting the mode of", &path, e))?;
                 }
-                Err(e) => return Err(open_error(root, "reading", &path, &e)),
+                Err(e) => return Err(open_error(root, "reading", &path, e)),
             }
         }
         let pinned_meta = top
             .fd
             .metadata()
-            .map_err(|e| open_error(root, "reading", &canonical, &e))?;
+            .map_err(|e| open_error(root, "reading", &canonical, e))?;
         let store = DirStore {
             root: canonical,
             opts,
@@ -731,7 +856,7 @@ impl DirStore {
                     r => r,
                 },
             }
-            .map_err(|e| open_error(root, "opening", &top.child_path(folder.unwrap_or("")), &e))?;
+            .map_err(|e| open_error(root, "opening", &top.child_path(folder.unwrap_or("")), e))?;
             let name = temp_name("probe");
             let path = dir.child_path(&name);
             let probe = (|| {
@@ -743,7 +868,7 @@ impl DirStore {
             })();
             if let Err(e) = probe {
                 let _ = dir.unlink(&name);
-                return Err(open_error(root, "writing", &path, &e));
+                return Err(open_error(root, "writing", &path, e));
             }
         }
         // Does flock work here? WouldBlock is fine (a running master holds it); an error such
@@ -755,25 +880,23 @@ impl DirStore {
         if store.opts.create_layout || !lease_missing {
             let lease_path = store.root.join(LEASE_FILE);
             let mut guard = store.lease_guard();
-            let file = store.lease_handle(&mut guard).map_err(|e| {
-                format!(
-                    "cannot use store {}: {e} — check the path or choose another --store",
-                    root.display()
-                )
-            })?;
+            let file = store
+                .lease_handle(&mut guard)
+                .map_err(|e| DirOpenError::Lease {
+                    root: root.to_path_buf(),
+                    source: e,
+                })?;
             match file.try_lock_shared() {
                 Ok(()) => {
                     let _ = file.unlock();
                 }
                 Err(TryLockError::WouldBlock) => {}
                 Err(TryLockError::Error(e)) => {
-                    return Err(format!(
-                        "cannot use store {}: flock on {} failed: {e} — the filesystem does not \
-                         support locking (NFS mounted with nolock?); remount with locking or \
-                         choose another --store",
-                        root.display(),
-                        lease_path.display()
-                    ));
+                    return Err(DirOpenError::NoLocking {
+                        root: root.to_path_buf(),
+                        lease: lease_path,
+                        source: e,
+                    });
                 }
             }
         }

@@ -16,9 +16,11 @@ mod object;
 mod probe;
 
 pub use dir::{
-    DirOptions, DirStore, LEASE_FILE, LEASE_PAYLOAD_MAX, LEASE_SLOT_BYTES, check_permissions,
+    DirOpenError, DirOptions, DirStore, LEASE_FILE, LEASE_PAYLOAD_MAX, LEASE_SLOT_BYTES,
+    PermissionsError, SharedFolder, check_permissions,
 };
-pub use object::{LEASE_OBJECT, ObjOptions, ObjStore, is_object_url};
+pub use mount::{MountError, NfsPlace};
+pub use object::{LEASE_OBJECT, ObjOpenError, ObjOptions, ObjStore, is_object_url};
 /// Where `--store` points: a directory, or an object-store URL. The one parser of the flag
 /// (`run`, `init` and `doctor` all use it).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -29,9 +31,19 @@ pub enum StoreLocation {
     Object(String),
 }
 
+/// Why [`StoreLocation::parse`] refused `--store`.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum StoreLocationError {
+    /// `scheme://` with a scheme no backend has.
+    #[error(
+        "--store {arg}: there is no {scheme}:// backend; use a directory path (local disk or an NFS mount), file:///path, s3://bucket/prefix, gs://bucket/prefix or az://container/prefix"
+    )]
+    UnknownScheme { arg: String, scheme: String },
+}
+
 impl StoreLocation {
     /// Parses `--store`; an unknown `scheme://` is refused with the forms that are known.
-    pub fn parse(arg: &str) -> Result<StoreLocation, String> {
+    pub fn parse(arg: &str) -> Result<StoreLocation, StoreLocationError> {
         if is_object_url(arg) {
             return Ok(StoreLocation::Object(arg.to_string()));
         }
@@ -39,15 +51,16 @@ impl StoreLocation {
             return Ok(StoreLocation::Directory(p.into()));
         }
         if let Some((scheme, _)) = arg.split_once("://") {
-            return Err(format!(
-                "--store {arg}: there is no {scheme}:// backend; use a directory path (local disk or an NFS mount), file:///path, s3://bucket/prefix, gs://bucket/prefix or az://container/prefix"
-            ));
+            return Err(StoreLocationError::UnknownScheme {
+                arg: arg.to_string(),
+                scheme: scheme.to_string(),
+            });
         }
         Ok(StoreLocation::Directory(arg.into()))
     }
 }
 
 pub use probe::{
-    IGNORES_CONDITIONS_FIX, ProbeError, probe_conditional_writes,
+    IGNORES_CONDITIONS_FIX, ProbeError, RaceError, probe_conditional_writes,
     probe_conditional_writes_detailed, probe_create_race, probe_key,
 };

@@ -129,9 +129,87 @@ fn option_value<'a>(options: &'a [String], name: &str) -> Option<&'a str> {
         .find_map(|o| o.strip_prefix(name).and_then(|v| v.strip_prefix('=')))
 }
 
+/// Where a store on NFS is: its `Display` reads "store P is on NFS mount M (S)".
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NfsPlace {
+    /// The store's (canonical) path.
+    pub path: PathBuf,
+    pub mount_point: PathBuf,
+    /// The mount's source, e.g. `server:/export/ha`.
+    pub device: String,
+}
+
+impl std::fmt::Display for NfsPlace {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "store {} is on NFS mount {} ({})",
+            self.path.display(),
+            self.mount_point.display(),
+            self.device
+        )
+    }
+}
+
+/// Why the mount holding a store cannot hold the lease, or could not be checked.
+#[derive(Debug, thiserror::Error)]
+pub enum MountError {
+    /// An NFS mount with `nolock`.
+    #[error(
+        "{at} mounted with nolock: locks there are local to this host, so two hosts could \
+         both hold the lease — remount without nolock"
+    )]
+    NoLock { at: NfsPlace },
+    /// An NFS mount with `local_lock` other than `none`.
+    #[error(
+        "{at} with local_lock={value}: flock there is local to this host, so two hosts could \
+         both hold the lease — remount with local_lock=none (the default)"
+    )]
+    LocalLock { at: NfsPlace, value: String },
+    /// NFS before v4 (or of an unknown version): locks through NLM, without `--allow-nlm`.
+    #[error(
+        "{at} uses {} (option vers={}): its locks go through the NLM side \
+         protocol, which can lose them silently — use NFSv4 or pass --allow-nlm",
+        shown_version(*version),
+        version.map_or_else(|| "?".to_string(), |v| v.to_string())
+    )]
+    Nlm { at: NfsPlace, version: Option<u32> },
+    /// The store path could not be resolved.
+    #[error("cannot resolve store path {}: {source}", path.display())]
+    Resolve {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// `/proc/self/mountinfo` could not be read.
+    #[error(
+        "cannot read /proc/self/mountinfo to check the mount of {}: {source} — mount /proc or \
+         disable the mount check",
+        path.display()
+    )]
+    ReadMountinfo {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// No mount contains the store path.
+    #[error(
+        "no mount in /proc/self/mountinfo contains {} — cannot check its mount options",
+        path.display()
+    )]
+    NoMount { path: PathBuf },
+}
+
+fn shown_version(v: Option<u32>) -> String {
+    v.map_or_else(
+        || "an unknown NFS version".to_string(),
+        |v| format!("NFSv{v}"),
+    )
+}
+
 /// Decide whether the store at `path` (on mount `entry`) can hold the lease. Non-NFS
 /// filesystems pass.
-pub fn evaluate(entry: &MountEntry, path: &Path, allow_nlm: bool) -> Result<MountInfo, String> {
+pub fn evaluate(entry: &MountEntry, path: &Path, allow_nlm: bool) -> Result<MountInfo, MountError> {
     let options: Vec<String> = entry
         .mount_options
         .iter()
@@ -148,25 +226,21 @@ pub fn evaluate(entry: &MountEntry, path: &Path, allow_nlm: bool) -> Result<Moun
     if info.fstype != "nfs" && info.fstype != "nfs4" {
         return Ok(info);
     }
-    let at = format!(
-        "store {} is on NFS mount {} ({})",
-        path.display(),
-        info.mount_point.display(),
-        info.source
-    );
+    let at = NfsPlace {
+        path: path.to_path_buf(),
+        mount_point: info.mount_point.clone(),
+        device: info.source.clone(),
+    };
     if info.options.iter().any(|o| o == "nolock") {
-        return Err(format!(
-            "{at} mounted with nolock: locks there are local to this host, so two hosts could \
-             both hold the lease — remount without nolock"
-        ));
+        return Err(MountError::NoLock { at });
     }
     if let Some(v) = option_value(&info.options, "local_lock")
         && v != "none"
     {
-        return Err(format!(
-            "{at} with local_lock={v}: flock there is local to this host, so two hosts could \
-             both hold the lease — remount with local_lock=none (the default)"
-        ));
+        return Err(MountError::LocalLock {
+            at,
+            value: v.to_string(),
+        });
     }
     let version = if info.fstype == "nfs4" {
         Some(4)
@@ -179,10 +253,7 @@ pub fn evaluate(entry: &MountEntry, path: &Path, allow_nlm: bool) -> Result<Moun
     match version {
         Some(v) if v >= 4 => Ok(info),
         other => {
-            let shown = other.map_or_else(
-                || "an unknown NFS version".to_string(),
-                |v| format!("NFSv{v}"),
-            );
+            let shown = shown_version(other);
             if allow_nlm {
                 info.note = Some(format!(
                     "{at} uses {shown}: locks go through NLM (accepted with --allow-nlm); a \
@@ -190,34 +261,26 @@ pub fn evaluate(entry: &MountEntry, path: &Path, allow_nlm: bool) -> Result<Moun
                 ));
                 Ok(info)
             } else {
-                Err(format!(
-                    "{at} uses {shown} (option vers={}): its locks go through the NLM side \
-                     protocol, which can lose them silently — use NFSv4 or pass --allow-nlm",
-                    other.map_or_else(|| "?".to_string(), |v| v.to_string())
-                ))
+                Err(MountError::Nlm { at, version: other })
             }
         }
     }
 }
 
 /// Check the mount holding `path` against the rules above, reading `/proc/self/mountinfo`.
-pub fn check(path: &Path, allow_nlm: bool) -> Result<MountInfo, String> {
-    let canonical = path
-        .canonicalize()
-        .map_err(|e| format!("cannot resolve store path {}: {e}", path.display()))?;
-    let text = std::fs::read_to_string("/proc/self/mountinfo").map_err(|e| {
-        format!(
-            "cannot read /proc/self/mountinfo to check the mount of {}: {e} — mount /proc or \
-             disable the mount check",
-            canonical.display()
-        )
+pub fn check(path: &Path, allow_nlm: bool) -> Result<MountInfo, MountError> {
+    let canonical = path.canonicalize().map_err(|e| MountError::Resolve {
+        path: path.to_path_buf(),
+        source: e,
     })?;
+    let text =
+        std::fs::read_to_string("/proc/self/mountinfo").map_err(|e| MountError::ReadMountinfo {
+            path: canonical.clone(),
+            source: e,
+        })?;
     let entries = parse_mountinfo(&text);
-    let entry = find_mount(&entries, &canonical).ok_or_else(|| {
-        format!(
-            "no mount in /proc/self/mountinfo contains {} — cannot check its mount options",
-            canonical.display()
-        )
+    let entry = find_mount(&entries, &canonical).ok_or_else(|| MountError::NoMount {
+        path: canonical.clone(),
     })?;
     evaluate(entry, &canonical, allow_nlm)
 }
@@ -313,7 +376,8 @@ garbage line
             Path::new("/srv/nolock/x"),
             true,
         )
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("/srv/nolock"), "{err}");
         assert!(err.contains("nolock"), "{err}");
         assert!(err.contains("remount without nolock"), "{err}");
@@ -321,8 +385,9 @@ garbage line
 
     #[test]
     fn local_lock_other_than_none_is_refused() {
-        let err =
-            evaluate(&mount_for("/srv/flock/x"), Path::new("/srv/flock/x"), true).unwrap_err();
+        let err = evaluate(&mount_for("/srv/flock/x"), Path::new("/srv/flock/x"), true)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("local_lock=flock"), "{err}");
         assert!(err.contains("/srv/flock"), "{err}");
     }
@@ -330,7 +395,9 @@ garbage line
     #[test]
     fn nfs3_needs_allow_nlm() {
         let m = mount_for("/srv/v3/x");
-        let err = evaluate(&m, Path::new("/srv/v3/x"), false).unwrap_err();
+        let err = evaluate(&m, Path::new("/srv/v3/x"), false)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("/srv/v3"), "{err}");
         assert!(err.contains("vers=3"), "{err}");
         assert!(err.contains("use NFSv4 or pass --allow-nlm"), "{err}");
@@ -355,7 +422,7 @@ garbage line
         // The build machine's temp dir is local; this exercises reading /proc/self/mountinfo.
         match check(&dir, false) {
             Ok(info) => assert!(dir.canonicalize().unwrap().starts_with(&info.mount_point)),
-            Err(e) => assert!(e.contains("NFS"), "{e}"),
+            Err(e) => assert!(e.to_string().contains("NFS"), "{e}"),
         }
     }
 }

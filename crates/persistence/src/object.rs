@@ -122,10 +122,94 @@ impl Drop for ObjStore {
     }
 }
 
-fn set_s3(b: AmazonS3Builder, url: &str, k: &str, v: &str) -> Result<AmazonS3Builder, String> {
-    let key: AmazonS3ConfigKey = k
-        .parse()
-        .map_err(|e| format!("--store {url}: unknown S3 setting {k:?}: {e}"))?;
+/// Why [`ObjStore::open`] refused a URL. Every message names the URL and the fix.
+#[derive(Debug, thiserror::Error)]
+pub enum ObjOpenError {
+    #[error(
+        "--store {url}: not an object-store URL; use s3://bucket/prefix, gs://bucket/prefix or az://container/prefix"
+    )]
+    NotObjectUrl { url: String },
+    /// No bucket (container, for Azure) in the URL.
+    #[error("--store {url}: no {what} named; give one, e.g. {scheme}://my-{what}/tenure")]
+    NoBucket {
+        url: String,
+        /// `bucket` or `container`.
+        what: &'static str,
+        scheme: String,
+    },
+    #[error(
+        "--store {url}: the prefix {prefix:?} is not a valid object path; use plain names separated by '/'"
+    )]
+    BadPrefix { url: String, prefix: String },
+    #[error("--store {url}: the storage timeout must not be zero")]
+    ZeroTimeout { url: String },
+    /// A configuration key the provider does not know.
+    #[error("--store {url}: unknown {provider} setting {key:?}: {source}")]
+    UnknownSetting {
+        url: String,
+        /// `S3`, `GCS` or `Azure`.
+        provider: &'static str,
+        key: String,
+        #[source]
+        source: Box<object_store::Error>,
+    },
+    /// A custom S3 endpoint without credentials (and without skip-signature).
+    #[error(
+        "--store {url}: no credentials for the S3 endpoint {endpoint}: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN for temporary ones)"
+    )]
+    NoS3Credentials { url: String, endpoint: String },
+    /// object_store refused the S3 configuration; the fix is chosen from its message.
+    #[error("--store {url}: {source}; {}", s3_fix(&source.to_string()))]
+    S3Build {
+        url: String,
+        #[source]
+        source: Box<object_store::Error>,
+    },
+    #[error(
+        "--store {url}: {source}; set GOOGLE_SERVICE_ACCOUNT (a key file) or GOOGLE_APPLICATION_CREDENTIALS"
+    )]
+    GcsBuild {
+        url: String,
+        #[source]
+        source: Box<object_store::Error>,
+    },
+    #[error(
+        "--store {url}: {source}; set AZURE_STORAGE_ACCOUNT_NAME and AZURE_STORAGE_ACCOUNT_KEY (or another AZURE_* credential)"
+    )]
+    AzureBuild {
+        url: String,
+        #[source]
+        source: Box<object_store::Error>,
+    },
+    #[error("--store {url}: cannot start the I/O runtime: {source}")]
+    Runtime {
+        url: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn unknown_setting(
+    url: &str,
+    provider: &'static str,
+    k: &str,
+    e: object_store::Error,
+) -> ObjOpenError {
+    ObjOpenError::UnknownSetting {
+        url: url.to_string(),
+        provider,
+        key: k.to_string(),
+        source: Box::new(e),
+    }
+}
+
+fn set_s3(
+    b: AmazonS3Builder,
+    url: &str,
+    k: &str,
+    v: &str,
+) -> Result<AmazonS3Builder, ObjOpenError> {
+    let key: AmazonS3ConfigKey = k.parse().map_err(|e| unknown_setting(url, "S3", k, e))?;
     Ok(b.with_config(key, v))
 }
 
@@ -134,10 +218,8 @@ fn set_gcs(
     url: &str,
     k: &str,
     v: &str,
-) -> Result<GoogleCloudStorageBuilder, String> {
-    let key: GoogleConfigKey = k
-        .parse()
-        .map_err(|e| format!("--store {url}: unknown GCS setting {k:?}: {e}"))?;
+) -> Result<GoogleCloudStorageBuilder, ObjOpenError> {
+    let key: GoogleConfigKey = k.parse().map_err(|e| unknown_setting(url, "GCS", k, e))?;
     Ok(b.with_config(key, v))
 }
 
@@ -146,10 +228,8 @@ fn set_azure(
     url: &str,
     k: &str,
     v: &str,
-) -> Result<MicrosoftAzureBuilder, String> {
-    let key: AzureConfigKey = k
-        .parse()
-        .map_err(|e| format!("--store {url}: unknown Azure setting {k:?}: {e}"))?;
+) -> Result<MicrosoftAzureBuilder, ObjOpenError> {
+    let key: AzureConfigKey = k.parse().map_err(|e| unknown_setting(url, "Azure", k, e))?;
     Ok(b.with_config(key, v))
 }
 
@@ -161,12 +241,12 @@ impl ObjStore {
     /// Open `s3://bucket/prefix`, `gs://bucket/prefix` or `az://container/prefix`. Nothing is
     /// sent to the server yet; see [`crate::probe_conditional_writes`] for a start-up check.
     /// Errors name the URL and the fix.
-    pub fn open(url: &str, opts: ObjOptions) -> Result<ObjStore, String> {
+    pub fn open(url: &str, opts: ObjOptions) -> Result<ObjStore, ObjOpenError> {
         // ring is the only crypto provider compiled in and reqwest has none of its own: make
         // it the process default before object_store builds a client.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let provider = provider_of(url).ok_or_else(|| {
-            format!("--store {url}: not an object-store URL; use s3://bucket/prefix, gs://bucket/prefix or az://container/prefix")
+        let provider = provider_of(url).ok_or_else(|| ObjOpenError::NotObjectUrl {
+            url: url.to_string(),
         })?;
         let rest = url.split_once("://").map_or("", |(_, r)| r);
         let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
@@ -176,23 +256,25 @@ impl ObjStore {
             "bucket"
         };
         if bucket.is_empty() {
-            return Err(format!(
-                "--store {url}: no {what} named; give one, e.g. {}://my-{what}/tenure",
-                url.split_once("://").map_or("s3", |(s, _)| s)
-            ));
+            return Err(ObjOpenError::NoBucket {
+                url: url.to_string(),
+                what,
+                scheme: url.split_once("://").map_or("s3", |(s, _)| s).to_string(),
+            });
         }
         let prefix = prefix.trim_matches('/').to_string();
         if !prefix.is_empty() && Path::parse(&prefix).is_err()
             || prefix.split('/').any(|c| c == "." || c == "..")
         {
-            return Err(format!(
-                "--store {url}: the prefix {prefix:?} is not a valid object path; use plain names separated by '/'"
-            ));
+            return Err(ObjOpenError::BadPrefix {
+                url: url.to_string(),
+                prefix,
+            });
         }
         if opts.timeout.is_zero() {
-            return Err(format!(
-                "--store {url}: the storage timeout must not be zero"
-            ));
+            return Err(ObjOpenError::ZeroTimeout {
+                url: url.to_string(),
+            });
         }
         // No retries inside object_store (see the module comment); the backoff settings are
         // unused with max_retries = 0.
@@ -202,7 +284,7 @@ impl ObjStore {
             ..RetryConfig::default()
         };
         let timeout = millis(opts.timeout);
-        let built: Result<Arc<dyn ObjectStore>, String> = match provider {
+        let built: Result<Arc<dyn ObjectStore>, ObjOpenError> = match provider {
             Provider::S3 => {
                 let mut b = if opts.use_env {
                     AmazonS3Builder::from_env()
@@ -254,10 +336,9 @@ impl ObjStore {
                     .with_retry(retry)
                     .build()
                     .map(|s| Arc::new(s) as Arc<dyn ObjectStore>)
-                    .map_err(|e| {
-                        format!(
-                            "--store {url}: {e}; set GOOGLE_SERVICE_ACCOUNT (a key file) or GOOGLE_APPLICATION_CREDENTIALS"
-                        )
+                    .map_err(|e| ObjOpenError::GcsBuild {
+                        url: url.to_string(),
+                        source: Box::new(e),
                     })
             }
             Provider::Azure => {
@@ -281,10 +362,9 @@ impl ObjStore {
                     .with_retry(retry)
                     .build()
                     .map(|s| Arc::new(s) as Arc<dyn ObjectStore>)
-                    .map_err(|e| {
-                        format!(
-                            "--store {url}: {e}; set AZURE_STORAGE_ACCOUNT_NAME and AZURE_STORAGE_ACCOUNT_KEY (or another AZURE_* credential)"
-                        )
+                    .map_err(|e| ObjOpenError::AzureBuild {
+                        url: url.to_string(),
+                        source: Box::new(e),
                     })
             }
         };
@@ -293,7 +373,10 @@ impl ObjStore {
             .enable_all()
             .thread_name("tenure-objstore")
             .build()
-            .map_err(|e| format!("--store {url}: cannot start the I/O runtime: {e}"))?;
+            .map_err(|e| ObjOpenError::Runtime {
+                url: url.to_string(),
+                source: e,
+            })?;
         Ok(ObjStore {
             store,
             runtime: Some(runtime),
@@ -476,7 +559,7 @@ fn mentions_no_such_bucket(e: &(dyn std::error::Error + Send + Sync + 'static)) 
 /// With a custom endpoint (MinIO, moto, another S3-compatible server) and no credentials,
 /// `object_store` would ask the EC2 instance-metadata service, which such a setup never has:
 /// say what to set instead of timing out against it.
-fn check_s3_credentials(b: &AmazonS3Builder, url: &str) -> Result<(), String> {
+fn check_s3_credentials(b: &AmazonS3Builder, url: &str) -> Result<(), ObjOpenError> {
     let has = |k: AmazonS3ConfigKey| b.get_config_value(&k).is_some_and(|v| !v.is_empty());
     let custom_endpoint = has(AmazonS3ConfigKey::Endpoint) || has(AmazonS3ConfigKey::S3Endpoint);
     let skip_signature = b
@@ -493,23 +576,30 @@ fn check_s3_credentials(b: &AmazonS3Builder, url: &str) -> Result<(), String> {
             .get_config_value(&AmazonS3ConfigKey::Endpoint)
             .or_else(|| b.get_config_value(&AmazonS3ConfigKey::S3Endpoint))
             .unwrap_or_default();
-        return Err(format!(
-            "--store {url}: no credentials for the S3 endpoint {endpoint}: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN for temporary ones)"
-        ));
+        return Err(ObjOpenError::NoS3Credentials {
+            url: url.to_string(),
+            endpoint,
+        });
     }
     Ok(())
 }
 
-fn s3_build_error(url: &str, e: object_store::Error) -> String {
-    let msg = e.to_string();
-    let fix = if msg.contains("AccessKeyId") || msg.contains("SecretAccessKey") {
+fn s3_build_error(url: &str, e: object_store::Error) -> ObjOpenError {
+    ObjOpenError::S3Build {
+        url: url.to_string(),
+        source: Box::new(e),
+    }
+}
+
+/// The fix for an S3 configuration object_store refused, from its message.
+fn s3_fix(msg: &str) -> &'static str {
+    if msg.contains("AccessKeyId") || msg.contains("SecretAccessKey") {
         "set both AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
     } else if msg.to_ascii_lowercase().contains("endpoint") || msg.contains("URL") {
         "check AWS_ENDPOINT_URL (e.g. http://127.0.0.1:9000, with AWS_ALLOW_HTTP=true for plain HTTP)"
     } else {
         "check the AWS_* settings (AWS_ENDPOINT_URL, AWS_REGION, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY)"
-    };
-    format!("--store {url}: {msg}; {fix}")
+    }
 }
 
 impl Store for ObjStore {
@@ -858,19 +948,28 @@ mod tests {
                 ..ObjOptions::default()
             },
         )
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("AZURE_STORAGE_ACCOUNT_NAME"), "{e}");
     }
 
     #[test]
     fn bad_urls_name_the_fix() {
-        let e = ObjStore::open("s3://", ObjOptions::default()).unwrap_err();
+        let e = ObjStore::open("s3://", ObjOptions::default())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("no bucket named"), "{e}");
-        let e = ObjStore::open("az:///x", ObjOptions::default()).unwrap_err();
+        let e = ObjStore::open("az:///x", ObjOptions::default())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("no container named"), "{e}");
-        let e = ObjStore::open("s3://b/a/../c", ObjOptions::default()).unwrap_err();
+        let e = ObjStore::open("s3://b/a/../c", ObjOptions::default())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("not a valid object path"), "{e}");
-        let e = ObjStore::open("/srv/x", ObjOptions::default()).unwrap_err();
+        let e = ObjStore::open("/srv/x", ObjOptions::default())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("s3://bucket/prefix"), "{e}");
     }
 
@@ -884,7 +983,8 @@ mod tests {
                 ..ObjOptions::default()
             },
         )
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(
             e.contains("AWS_ACCESS_KEY_ID")
                 && e.contains("http://127.0.0.1:9")

@@ -37,32 +37,57 @@ fn body(step: &str) -> Vec<u8> {
     format!("{{\"probe\":\"{step}\",\"at\":\"{}\"}}", probe_key()).into_bytes()
 }
 
-/// Why a probe failed.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Why the conditional-write probe failed. Each variant holds the finished message (its
+/// parts are the store's description, the probe key and a step-specific explanation).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ProbeError {
     /// The store answered, wrongly: it does not enforce conditional writes (or its versions
     /// or reads are inconsistent). Trying again will not help.
+    #[error("{0}")]
     Broken(String),
     /// The store could not be used (unreachable, denied, timed out): perhaps transient.
+    #[error("{0}")]
     Unusable(String),
 }
 
-impl std::fmt::Display for ProbeError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            ProbeError::Broken(m) | ProbeError::Unusable(m) => f.write_str(m),
-        }
-    }
+/// Why [`probe_create_race`] failed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RaceError {
+    /// One of the racing creates failed other than by a `Conflict`.
+    #[error(
+        "{what}: {contenders} concurrent creates of {key}: {wins} won, {conflicts} conflicted, one failed: {source}"
+    )]
+    CreateFailed {
+        /// The store's description.
+        what: String,
+        contenders: usize,
+        key: String,
+        wins: usize,
+        conflicts: usize,
+        #[source]
+        source: StoreError,
+    },
+    /// Not exactly one create won: the store ignores `If-None-Match`.
+    #[error(
+        "{what}: {contenders} concurrent creates of {key}: {wins} won (exactly one must): {IGNORES_CONDITIONS_FIX}"
+    )]
+    NotExactlyOne {
+        what: String,
+        contenders: usize,
+        key: String,
+        wins: usize,
+    },
 }
 
 /// Two conflicting conditional writes must not both succeed: a create over an existing object
 /// and a replace on a wrong or stale version must each be a `Conflict`, and a replace on the
-/// current version must succeed and be read back. `Err` says what failed and what to do.
-pub fn probe_conditional_writes(store: &dyn Store) -> Result<(), String> {
-    probe_conditional_writes_detailed(store).map_err(|e| e.to_string())
+/// current version must succeed and be read back. `Err` says what failed and what to do, and
+/// tells a broken store from an unreachable one.
+pub fn probe_conditional_writes(store: &dyn Store) -> Result<(), ProbeError> {
+    probe_conditional_writes_detailed(store)
 }
 
-/// [`probe_conditional_writes`], telling a broken store from an unreachable one.
+/// [`probe_conditional_writes`] (the same function: both return a [`ProbeError`] now).
 pub fn probe_conditional_writes_detailed(store: &dyn Store) -> Result<(), ProbeError> {
     let key = probe_key();
     let what = store.describe();
@@ -129,7 +154,7 @@ pub fn probe_conditional_writes_detailed(store: &dyn Store) -> Result<(), ProbeE
 /// `handles.len()` threads (one per handle, ideally opened independently) create one probe
 /// key at once: exactly one must win and the others see `Conflict`. Returns the number of
 /// contenders on success.
-pub fn probe_create_race(handles: &[Arc<dyn Store>]) -> Result<usize, String> {
+pub fn probe_create_race(handles: &[Arc<dyn Store>]) -> Result<usize, RaceError> {
     let Some(first) = handles.first() else {
         return Ok(0);
     };
@@ -164,16 +189,22 @@ pub fn probe_create_race(handles: &[Arc<dyn Store>]) -> Result<usize, String> {
         .iter()
         .find(|r| !matches!(r, Ok(_) | Err(StoreError::Conflict(_))))
     {
-        return Err(format!(
-            "{what}: {} concurrent creates of {key}: {wins} won, {conflicts} conflicted, one failed: {e}",
-            handles.len()
-        ));
+        return Err(RaceError::CreateFailed {
+            what,
+            contenders: handles.len(),
+            key,
+            wins,
+            conflicts,
+            source: e.clone(),
+        });
     }
     if wins != 1 {
-        return Err(format!(
-            "{what}: {} concurrent creates of {key}: {wins} won (exactly one must): {IGNORES_CONDITIONS_FIX}",
-            handles.len()
-        ));
+        return Err(RaceError::NotExactlyOne {
+            what,
+            contenders: handles.len(),
+            key,
+            wins,
+        });
     }
     Ok(handles.len())
 }

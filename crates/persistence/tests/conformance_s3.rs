@@ -148,7 +148,7 @@ fn a_missing_bucket_is_unavailable_and_says_so() {
             other => panic!("expected Unavailable, got {other:?}"),
         }
     }
-    let e = probe_conditional_writes(&s).unwrap_err();
+    let e = probe_conditional_writes(&s).unwrap_err().to_string();
     assert!(e.contains("bucket does not exist"), "{e}");
 }
 

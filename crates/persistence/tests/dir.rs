@@ -458,7 +458,8 @@ fn symlinks_are_never_followed() {
     symlink(&target, lease_dir.path().join("lease.lock")).unwrap();
     let err = DirStore::open(lease_dir.path(), DirOptions::default())
         .err()
-        .unwrap();
+        .unwrap()
+        .to_string();
     assert!(err.contains("lease.lock"), "{err}");
     assert_eq!(fs::read(&target).unwrap(), b"outside");
 }
@@ -471,7 +472,8 @@ fn a_linked_folder_is_refused() {
     symlink(outside.path(), dir.path().join("nodes")).unwrap();
     let err = DirStore::open(dir.path(), DirOptions::default())
         .err()
-        .unwrap();
+        .unwrap()
+        .to_string();
     assert!(
         err.contains("nodes") && err.contains("symbolic link"),
         "{err}"
@@ -508,7 +510,7 @@ fn a_missing_root_is_refused_and_never_created() {
             create_layout,
             ..DirOptions::default()
         };
-        let err = DirStore::open(&root, opts).err().unwrap();
+        let err = DirStore::open(&root, opts).err().unwrap().to_string();
         assert!(
             err.contains(root.to_str().unwrap())
                 && err.contains("does not exist")
@@ -585,14 +587,18 @@ fn open_errors_name_the_path_and_the_fix() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("file");
     fs::write(&file, b"x").unwrap();
-    let err = DirStore::open(&file, DirOptions::default()).err().unwrap();
+    let err = DirStore::open(&file, DirOptions::default())
+        .err()
+        .unwrap()
+        .to_string();
     assert!(
         err.contains(file.to_str().unwrap()) && err.contains("--store"),
         "{err}"
     );
     let err = DirStore::open(&file.join("sub"), DirOptions::default())
         .err()
-        .unwrap();
+        .unwrap()
+        .to_string();
     assert!(err.contains("--store"), "{err}");
 
     // nodes/ as a regular file.
@@ -600,7 +606,8 @@ fn open_errors_name_the_path_and_the_fix() {
     fs::write(d2.path().join("nodes"), b"x").unwrap();
     let err = DirStore::open(d2.path(), DirOptions::default())
         .err()
-        .unwrap();
+        .unwrap()
+        .to_string();
     assert!(
         err.contains("nodes") && err.contains("not a directory"),
         "{err}"
@@ -612,7 +619,10 @@ fn open_errors_name_the_path_and_the_fix() {
         let ro = d3.path().join("ro");
         fs::create_dir(&ro).unwrap();
         fs::set_permissions(&ro, fs::Permissions::from_mode(0o500)).unwrap();
-        let err = DirStore::open(&ro, DirOptions::default()).err().unwrap();
+        let err = DirStore::open(&ro, DirOptions::default())
+            .err()
+            .unwrap()
+            .to_string();
         assert!(err.contains("permission denied"), "{err}");
         assert!(
             err.contains("make the directory writable by this user or choose another --store"),
@@ -709,7 +719,10 @@ fn a_store_others_may_write_to_is_refused_unless_allowed() {
     fs::create_dir(&root).unwrap();
     for m in [0o770, 0o707, 0o777, 0o1777, 0o2775] {
         fs::set_permissions(&root, fs::Permissions::from_mode(m)).unwrap();
-        let err = DirStore::open(&root, DirOptions::default()).err().unwrap();
+        let err = DirStore::open(&root, DirOptions::default())
+            .err()
+            .unwrap()
+            .to_string();
         let shown = format!("{:04o}", m);
         assert!(
             err.contains(root.to_str().unwrap())
@@ -741,9 +754,14 @@ fn a_store_others_may_write_to_is_refused_unless_allowed() {
     );
     // A shared nodes/ (records could be planted there) is refused as well.
     fs::set_permissions(root.join("nodes"), fs::Permissions::from_mode(0o775)).unwrap();
-    let err = DirStore::open(&root, DirOptions::default()).err().unwrap();
+    let err = DirStore::open(&root, DirOptions::default())
+        .err()
+        .unwrap()
+        .to_string();
     assert!(err.contains("nodes has mode 0775"), "{err}");
-    let err = tenure_persistence::check_permissions(&root, false).unwrap_err();
+    let err = tenure_persistence::check_permissions(&root, false)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("its group may write"), "{err}");
     let ok = tenure_persistence::check_permissions(&root, true).unwrap();
     assert!(ok.contains("--allow-shared-permissions"), "{ok}");

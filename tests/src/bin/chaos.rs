@@ -738,7 +738,8 @@ impl Backing {
                     config: moto::store_config(endpoint),
                 },
             )
-            .map(|s| Backing::S3(Box::new(s))),
+            .map(|s| Backing::S3(Box::new(s)))
+            .map_err(|e| e.to_string()),
         }
     }
 
