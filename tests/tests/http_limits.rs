@@ -444,7 +444,10 @@ fn a_silent_tls_client_is_cut_off() {
     // The first bytes of a TLS record header, then nothing.
     half.write_all(&[0x16, 0x03, 0x01]).unwrap();
     let t = Instant::now();
-    assert_eq!(state(), "MASTER");
+    // HTTPS still serves others meanwhile. (MASTER or STANDBY: a lone master self-fences, as it
+    // must, if a storage stall of this VM's disk outlasts its renew deadline.)
+    let serves = |s: String| matches!(s.as_str(), "MASTER" | "STANDBY");
+    assert!(serves(state()), "tenure state over https got no answer");
     assert!(
         closed_within(&mut silent, 2 * HEADER_TIMEOUT),
         "the silent client is still connected"
@@ -455,7 +458,7 @@ fn a_silent_tls_client_is_cut_off() {
         took >= HEADER_TIMEOUT - Duration::from_secs(1) && took < 2 * HEADER_TIMEOUT,
         "{took:?}"
     );
-    assert_eq!(state(), "MASTER");
+    assert!(serves(state()), "tenure state over https got no answer");
     let _ = node.kill();
     let _ = node.wait();
 }
