@@ -372,13 +372,14 @@ pub fn config_args(
 ) -> Result<Vec<String>, String> {
     let map: serde_json::Map<String, serde_json::Value> = serde_json::from_str(text)
         .map_err(|e| format!("--config {path} is not a JSON object of settings: {e}"))?;
+    let run_flags = run_flags();
     let mut injected = Vec::new();
     for (key, value) in map {
         let flag = key.replace('_', "-");
         if flag == "config" {
             continue;
         }
-        if !is_run_flag(&flag) {
+        if !run_flags.contains(&flag) {
             return Err(format!(
                 "--config {path}: unknown setting {key:?}; settings are the flags of `tenure run` without dashes, e.g. \"node-name\""
             ));
@@ -404,16 +405,20 @@ pub fn config_args(
     Ok(injected)
 }
 
-/// Whether `flag` (without dashes) is a long flag of `tenure run` that a `--config` file may
-/// set: every one but `--config` and `--help`, read from the clap definition itself.
-fn is_run_flag(flag: &str) -> bool {
+/// The long flags of `tenure run` (without dashes) that a `--config` file may set: every one
+/// but `--config` and `--help`, read from the clap definition itself.
+fn run_flags() -> Vec<String> {
     use clap::CommandFactory;
-    if flag == "config" || flag == "help" {
-        return false;
-    }
     Cli::command()
         .find_subcommand("run")
-        .is_some_and(|run| run.get_arguments().any(|a| a.get_long() == Some(flag)))
+        .map(|run| {
+            run.get_arguments()
+                .filter_map(|a| a.get_long())
+                .filter(|f| *f != "config" && *f != "help")
+                .map(String::from)
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -428,6 +433,7 @@ mod tests {
 
     #[test]
     fn config_keys_are_the_run_flags() {
+        let flags = run_flags();
         for flag in [
             "node-name",
             "store",
@@ -436,11 +442,11 @@ mod tests {
             "log-format",
             "allow-nlm",
         ] {
-            assert!(is_run_flag(flag), "{flag}");
+            assert!(flags.iter().any(|f| f == flag), "{flag}");
         }
         // Not settings: the file itself, help, other subcommands' flags, unknown words.
         for flag in ["config", "help", "nodes", "warning", "node_name", ""] {
-            assert!(!is_run_flag(flag), "{flag}");
+            assert!(!flags.iter().any(|f| f == flag), "{flag}");
         }
     }
 

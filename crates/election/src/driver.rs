@@ -196,35 +196,24 @@ impl Driver {
                         fields: f,
                     } => {
                         let holder = f.lease_holder.as_deref();
+                        // `tracing` takes its level as a constant: one arm per level, one call.
+                        macro_rules! emit {
+                            ($level:expr) => {
+                                tracing::event!(
+                                    $level,
+                                    lease_epoch = f.lease_epoch,
+                                    lease_holder = holder,
+                                    epoch = f.epoch,
+                                    reason = f.reason,
+                                    "{message}"
+                                )
+                            };
+                        }
                         match level {
-                            Level::Debug => tracing::debug!(
-                                lease_epoch = f.lease_epoch,
-                                lease_holder = holder,
-                                epoch = f.epoch,
-                                reason = f.reason,
-                                "{message}"
-                            ),
-                            Level::Info => tracing::info!(
-                                lease_epoch = f.lease_epoch,
-                                lease_holder = holder,
-                                epoch = f.epoch,
-                                reason = f.reason,
-                                "{message}"
-                            ),
-                            Level::Warn => tracing::warn!(
-                                lease_epoch = f.lease_epoch,
-                                lease_holder = holder,
-                                epoch = f.epoch,
-                                reason = f.reason,
-                                "{message}"
-                            ),
-                            Level::Error => tracing::error!(
-                                lease_epoch = f.lease_epoch,
-                                lease_holder = holder,
-                                epoch = f.epoch,
-                                reason = f.reason,
-                                "{message}"
-                            ),
+                            Level::Debug => emit!(tracing::Level::DEBUG),
+                            Level::Info => emit!(tracing::Level::INFO),
+                            Level::Warn => emit!(tracing::Level::WARN),
+                            Level::Error => emit!(tracing::Level::ERROR),
                         }
                     }
                     Event::Exit { code, message } => {

@@ -116,17 +116,24 @@ fn a_record_that_moves_forward_is_a_live_duplicate() {
     assert!(message.contains("duplicate node name"), "{message}");
 }
 
+/// The previous instance's record goes back from seq 8 to 4 while the new node watches it,
+/// then shows `second`; returns the cluster and the new node's exit, if any.
+fn two_rollbacks(second: u64) -> (Cluster, Option<(i32, String)>) {
+    let mut c = cluster();
+    assert_eq!(run(&mut c, 400), None);
+    put_old(&c, 4);
+    assert_eq!(run(&mut c, 700), None);
+    put_old(&c, second);
+    let exit = run(&mut c, 3_500);
+    (c, exit)
+}
+
 /// Two rollbacks in a row (campaign trial 0x0a5d2ce31409e744): the record goes back from seq 8
 /// to 4, then a second, later copy writes seq 8 back. 8 is not beyond what this node already
 /// saw, so it is still an old copy, not a live process.
 #[test]
 fn a_copy_written_back_again_is_not_a_duplicate() {
-    let mut c = cluster();
-    assert_eq!(run(&mut c, 400), None);
-    put_old(&c, 4);
-    assert_eq!(run(&mut c, 700), None);
-    put_old(&c, 8);
-    let exit = run(&mut c, 3_500);
+    let (mut c, exit) = two_rollbacks(8);
     assert_eq!(
         exit, None,
         "a record written back again taken for a live duplicate"
@@ -137,12 +144,8 @@ fn a_copy_written_back_again_is_not_a_duplicate() {
 /// ...but a seq beyond the highest this node saw is a live writer, even after a rollback.
 #[test]
 fn a_record_beyond_the_highest_seq_seen_is_a_live_duplicate() {
-    let mut c = cluster();
-    assert_eq!(run(&mut c, 400), None);
-    put_old(&c, 4);
-    assert_eq!(run(&mut c, 700), None);
-    put_old(&c, 9);
-    let (code, message) = run(&mut c, 3_500).expect("a live writer under our name");
+    let (_, exit) = two_rollbacks(9);
+    let (code, message) = exit.expect("a live writer under our name");
     assert_eq!(code, 1);
     assert!(message.contains("duplicate node name"), "{message}");
 }
