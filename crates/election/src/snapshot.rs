@@ -106,6 +106,8 @@ pub struct Snapshot {
     pub forged_records: u64,
     pub transitions: Vec<Transition>,
     pub waiting: Option<Waiting>,
+    /// A shutdown has begun (a signal or a shutdown request): the node releases, then exits.
+    pub shutting_down: bool,
     /// REALTIME − BOOTTIME (ns) when the driver published this snapshot. A VM pause may leave
     /// the guest's boot clock behind while the wall clock is corrected, so a MASTER answer also
     /// needs this offset unchanged within a second (DESIGN §3.2); `None` skips the check.
@@ -171,6 +173,7 @@ impl Snapshot {
             forged_records: 0,
             transitions: Vec::new(),
             waiting: None,
+            shutting_down: false,
             wall_offset_ns: None,
         }
     }

@@ -1124,21 +1124,34 @@ fn simulate(seed: u64, params: &Params, verbose: bool) -> (u64, Option<u64>, Fau
                 at + burst * p.as_nanos() as u64 + tt + 2 * p.as_nanos() as u64
             }
             _ => {
-                // Operator: switchover to this node, or demote it.
-                let mode = if rng.random_bool(0.5) {
-                    Mode::Master
-                } else {
-                    Mode::Standby
+                // Operator: switchover to this node, demote it, or disable it and enable it
+                // again later (DISABLED is reversible, and a disabled node holds no lease).
+                let request = |sim: &mut Sim, at: u64, mode: Mode| {
+                    sim.push(
+                        at,
+                        Ev::Request {
+                            node,
+                            incarnation: u64::MAX,
+                            req: Request::SetMode(mode),
+                        },
+                    );
                 };
-                sim.push(
-                    at,
-                    Ev::Request {
-                        node,
-                        incarnation: u64::MAX,
-                        req: Request::SetMode(mode),
-                    },
-                );
-                at
+                match rng.random_range(0..3) {
+                    0 => {
+                        request(&mut sim, at, Mode::Master);
+                        at
+                    }
+                    1 => {
+                        request(&mut sim, at, Mode::Standby);
+                        at
+                    }
+                    _ => {
+                        let back = at + rng.random_range(0..2 * tt);
+                        request(&mut sim, at, Mode::Disabled);
+                        request(&mut sim, back, Mode::Auto);
+                        back
+                    }
+                }
             }
         };
         match kind {

@@ -400,6 +400,21 @@ impl Machine {
                                 Promotion::Take(reason),
                                 from,
                             );
+                            if !self.may_take() {
+                                // The operator changed the mode while the take was in flight:
+                                // hand the lease straight back rather than hold it.
+                                let then = match self.mode {
+                                    Mode::Disabled => AfterRelease::Disable,
+                                    m => AfterRelease::Idle(m.idle_state()),
+                                };
+                                self.start_release(
+                                    now.mono,
+                                    None,
+                                    then,
+                                    None,
+                                    "the mode changed while the take was in flight",
+                                );
+                            }
                         }
                     }
                     WriteKind::Retake => {

@@ -192,8 +192,6 @@ pub enum Event {
 enum Phase {
     Starting(StartStep),
     Running,
-    /// A lone `--mode disabled` node, or a node disabled at runtime: no storage I/O.
-    Idle,
     Exited,
 }
 
@@ -247,7 +245,10 @@ pub struct Machine {
     /// A switchover request is on its way into our heartbeat: then nudge this holder.
     nudge_after_heartbeat: Option<String>,
     exit_after_tasks: bool,
-    disable_after_tasks: bool,
+    /// Started with `--mode disabled` and not changed since: Brooklyn's lone node, which takes
+    /// the lease like `--mode master` so that no master can run beside it. A node disabled at
+    /// runtime is not lone: it holds no lease until it is enabled again.
+    lone: bool,
     /// What this node waits for, shown in the snapshot (see [`Waiting`]).
     waiting: Option<Waiting>,
     /// The version of cluster.json last read (for the `fresh` claim).
@@ -331,7 +332,7 @@ impl Machine {
             election_wake: None,
             nudge_after_heartbeat: None,
             exit_after_tasks: false,
-            disable_after_tasks: false,
+            lone: mode == Mode::Disabled,
             waiting: None,
             cluster_version: None,
             lost: None,

@@ -1,6 +1,6 @@
 //! Giving the lease up: a graceful shutdown or a demotion writes the lease as released (naming
-//! a successor where one is known), runs the demote hook within G, then goes idle, exits or
-//! disables (docs/DESIGN.md §3.8).
+//! a successor where one is known), runs the demote hook within G, then stands by, exits or
+//! stays disabled (docs/DESIGN.md §3.8).
 
 use super::*;
 
@@ -143,9 +143,7 @@ impl Machine {
             }
             AfterRelease::Disable => {
                 self.base = NodeState::Failed;
-                self.tasks.clear();
-                self.tasks.push_back(Task::Heartbeat);
-                self.disable_after_tasks = true;
+                self.tasks.push_front(Task::Heartbeat);
             }
         }
     }

@@ -142,6 +142,12 @@ impl Machine {
             forged_records: self.forged_records,
             transitions: self.transitions.iter().cloned().collect(),
             waiting: self.waiting.clone(),
+            shutting_down: self.exit_after_tasks
+                || self.phase == Phase::Exited
+                || self
+                    .releasing
+                    .as_ref()
+                    .is_some_and(|r| matches!(r.then, AfterRelease::Shutdown)),
             // The machine reads no clock; the driver stamps this when it publishes.
             wall_offset_ns: None,
         }

@@ -92,8 +92,15 @@ impl Machine {
                 // A planned switchover: ask the holder (through our record, which it reads when
                 // nudged) to hand over to us. One-shot: the mode stays auto.
                 self.mode = Mode::Auto;
+                self.lone = false;
                 if self.base == NodeState::Failed {
                     self.base = NodeState::Standby;
+                    self.transition(
+                        prev,
+                        NodeState::Standby,
+                        None,
+                        "mode master set by the operator: standing by to take over".into(),
+                    );
                 }
                 match self.obs.as_ref().and_then(|o| o.lease().cloned()) {
                     Some(l) if !l.released => {
@@ -121,6 +128,8 @@ impl Machine {
             }
             Mode::Disabled => {
                 self.mode = Mode::Disabled;
+                self.lone = false;
+                self.switchover_request = None;
                 if is_master {
                     self.start_release(
                         now.mono,
@@ -135,7 +144,9 @@ impl Machine {
                 }
             }
             m => {
+                let from = self.state_at(now.mono);
                 self.mode = m;
+                self.lone = false;
                 self.switchover_request = None;
                 self.base = m.idle_state();
                 if is_master && m != Mode::Auto {
@@ -147,25 +158,37 @@ impl Machine {
                         "demoted by the operator",
                     );
                 } else {
+                    let to = self.state_at(now.mono);
+                    if to != from {
+                        // Enabled again after DISABLED: the lease watch went on meanwhile, so
+                        // the usual rules (T unchanged, or a release) decide any take.
+                        self.transition(from, to, None, format!("mode {m} set by the operator"));
+                        self.tasks.push_back(Task::Heartbeat);
+                    }
                     self.reply(ticket, Ok(Reply::State(prev)));
                 }
             }
         }
     }
 
+    /// A runtime DISABLED: no lease, no take, no switchover; the node keeps reading the store
+    /// and writing its record (FAILED, mode DISABLED) until a mode is set again.
     pub(super) fn disable(&mut self, now: Now) {
         let from = self.state_at(now.mono);
         self.base = NodeState::Failed;
-        self.holding.take_term();
-        self.tasks.clear();
-        // One last heartbeat so the others see FAILED, then no more I/O.
+        self.tasks.retain(|t| {
+            !matches!(
+                t,
+                Task::Take { .. } | Task::CreateEpoch { .. } | Task::WriteLease { .. }
+            )
+        });
+        self.stop_waiting();
         self.tasks.push_back(Task::Heartbeat);
-        self.disable_after_tasks = true;
         self.transition(
             from,
             NodeState::Failed,
             None,
-            "disabled by the operator: no more polling".into(),
+            "disabled by the operator: holds no lease until mode auto, standby, hot-standby, hot-backup or master is set".into(),
         );
     }
 

@@ -84,7 +84,7 @@ impl Machine {
             consider(r.started + self.cfg.demote_grace);
         }
         match self.phase {
-            Phase::Exited | Phase::Idle => {}
+            Phase::Exited => {}
             _ => {
                 // While a release waits for its demote hook, rounds are suspended: only the
                 // grace deadline above may wake the machine.
@@ -106,7 +106,7 @@ impl Machine {
         }
         loop {
             match &self.phase {
-                Phase::Exited | Phase::Idle => return None,
+                Phase::Exited => return None,
                 Phase::Starting(step) => {
                     if now.mono < self.next_round_at {
                         return None;
@@ -131,11 +131,6 @@ impl Machine {
             }
             if self.exit_after_tasks {
                 self.exit(0, "shut down".into());
-                return None;
-            }
-            if self.disable_after_tasks {
-                self.disable_after_tasks = false;
-                self.phase = Phase::Idle;
                 return None;
             }
             if self.round_active {

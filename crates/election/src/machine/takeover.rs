@@ -248,7 +248,7 @@ impl Machine {
     /// disabled` node (which takes the lease like `--mode master`, so that no other node can
     /// become master beside it).
     pub(super) fn may_take(&self) -> bool {
-        self.mode.eligible() || (self.mode == Mode::Disabled && self.cfg.mode == Mode::Disabled)
+        self.mode.eligible() || (self.mode == Mode::Disabled && self.lone)
     }
 
     /// An absent lease is a cold start only on a store that `tenure init` made (and nobody
