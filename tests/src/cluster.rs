@@ -300,7 +300,7 @@ impl Node {
         Some((status, body))
     }
 
-    /// `GET /v1/server/ha/states` parsed, or `None` when it failed or was not 200 + JSON.
+    /// `GET /ha/states` (tenure's view) parsed, or `None` when it failed or was not 200 + JSON.
     pub fn states(&self) -> Option<serde_json::Value> {
         match self.get(STATES_PATH)? {
             (200, body) => serde_json::from_str(&body).ok(),

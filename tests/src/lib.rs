@@ -32,8 +32,10 @@ use std::time::{Duration, Instant};
 
 /// The state path every node serves.
 pub const STATE_PATH: &str = "/v1/server/ha/state";
-/// The cluster view every node serves.
-pub const STATES_PATH: &str = "/v1/server/ha/states";
+/// tenure's view of the cluster every node serves (epochs, bad records, …).
+pub const STATES_PATH: &str = "/ha/states";
+/// Brooklyn's `HighAvailabilitySummary` of the cluster.
+pub const BROOKLYN_STATES_PATH: &str = "/v1/server/ha/states";
 
 /// Cluster timings used by a test: heartbeat timeout T, poll period p, and the slack allowed
 /// for a loaded machine when comparing measured times against bounds derived from T and p.

@@ -10,7 +10,9 @@ use crate::args::CheckArgs;
 use serde_json::Value;
 use std::fmt::Write as _;
 use std::time::Duration;
+use tenure_election::NodeState;
 use tenure_http::ClientError;
+use tenure_http::wire::States;
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Status {
@@ -76,40 +78,31 @@ fn secs(d: Duration) -> String {
 }
 
 /// Judges a node's `/ha/states` answer.
-pub fn evaluate(states: &Value, th: &Thresholds) -> Outcome {
-    let Some(nodes) = states.get("nodes").and_then(Value::as_object) else {
-        return Outcome::only(
-            Status::Unknown,
-            "the answer of /ha/states has no \"nodes\": is this a tenure node?".into(),
-        );
-    };
-    fn status_of(v: &Value) -> &str {
-        v.get("status").and_then(Value::as_str).unwrap_or("")
-    }
-    let masters: Vec<&String> = nodes
+pub fn evaluate(states: &States, th: &Thresholds) -> Outcome {
+    let nodes = &states.nodes;
+    let masters: Vec<&str> = nodes
         .iter()
-        .filter(|(_, v)| status_of(v) == "MASTER")
-        .map(|(k, _)| k)
+        .filter(|(_, v)| v.status == NodeState::Master)
+        .map(|(k, _)| k.as_ref())
         .collect();
     let live = nodes
         .values()
-        .filter(|v| !matches!(status_of(v), "FAILED" | "TERMINATED" | ""))
+        .filter(|v| !matches!(v.status, NodeState::Failed | NodeState::Terminated))
         .count();
     let standbys = nodes
         .values()
-        .filter(|v| matches!(status_of(v), "STANDBY" | "HOT_STANDBY"))
+        .filter(|v| matches!(v.status, NodeState::Standby | NodeState::HotStandby))
         .count();
-    let mut stale: Vec<&String> = nodes
+    // Sorted already: the nodes are a BTreeMap.
+    let stale: Vec<&str> = nodes
         .iter()
-        .filter(|(_, v)| status_of(v) == "FAILED")
-        .map(|(k, _)| k)
+        .filter(|(_, v)| v.status == NodeState::Failed)
+        .map(|(k, _)| k.as_ref())
         .collect();
-    stale.sort();
-    let epoch = states.get("epoch").and_then(Value::as_u64);
+    let epoch = states.epoch;
     let master_age = masters
         .first()
-        .and_then(|m| nodes[*m].get("heartbeatAgeMs"))
-        .and_then(Value::as_u64)
+        .and_then(|m| nodes[*m].heartbeat_age_ms)
         .map(Duration::from_millis);
 
     let mut status = Status::Ok;
@@ -126,11 +119,7 @@ pub fn evaluate(states: &Value, th: &Thresholds) -> Outcome {
             format!(
                 "{} nodes answer MASTER: {}",
                 masters.len(),
-                masters
-                    .iter()
-                    .map(|s| s.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                masters.join(", ")
             ),
         ),
     }
@@ -167,11 +156,7 @@ pub fn evaluate(states: &Value, th: &Thresholds) -> Outcome {
             format!(
                 "stale node{}: {}",
                 if stale.len() > 1 { "s" } else { "" },
-                stale
-                    .iter()
-                    .map(|s| s.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                stale.join(", ")
             ),
         );
     }
@@ -267,7 +252,7 @@ fn run(a: &CheckArgs) -> Outcome {
         warning: a.warning,
         critical: a.critical,
     };
-    let mut outcome = match rt.block_on(client.states(&a.query.url)) {
+    let mut outcome = match rt.block_on(client.cluster(&a.query.url)) {
         Ok(v) => evaluate(&v, &th),
         Err(e) => return request_failed(&e),
     };
@@ -327,15 +312,18 @@ mod tests {
     };
 
     fn node(status: &str, age_ms: u64) -> Value {
-        json!({"nodeId": "x", "status": status, "heartbeatAgeMs": age_ms})
+        json!({"nodeId": "x", "status": status, "heartbeatAgeMs": age_ms, "instanceId": "i"})
     }
 
-    fn cluster(nodes: &[(&str, &str, u64)], epoch: Option<u64>) -> Value {
+    fn cluster(nodes: &[(&str, &str, u64)], epoch: Option<u64>) -> States<'static> {
         let mut m = serde_json::Map::new();
         for (name, status, age) in nodes {
             m.insert(name.to_string(), node(status, *age));
         }
-        json!({"planeId": "p", "ownId": nodes[0].0, "masterId": "", "nodes": m, "epoch": epoch})
+        serde_json::from_value(
+            json!({"planeId": "p", "ownId": nodes[0].0, "masterId": null, "nodes": m, "epoch": epoch}),
+        )
+        .expect("a tenure /ha/states answer")
     }
 
     #[test]
@@ -489,7 +477,11 @@ mod tests {
 
     #[test]
     fn output_is_one_line_and_non_tenure_answers_are_unknown() {
-        let o = evaluate(&json!({"hello": 1}), &TH);
+        let e = ClientError::Protocol {
+            url: "http://127.0.0.1:1/ha/states".into(),
+            detail: "missing field `nodes`".into(),
+        };
+        let o = request_failed(&e);
         assert_eq!(o.status, Status::Unknown);
         assert!(o.line().starts_with("TENURE UNKNOWN - "));
         let o = Outcome::only(Status::Critical, "a\nb | c".into());

@@ -66,18 +66,16 @@ pub fn main(a: MasterArgs) -> u8 {
 
 /// What one node says about the master: its URI, if it names a live one.
 async fn named_master(client: &Client, node: &str) -> Option<String> {
-    match client.states(node).await {
+    match client.cluster(node).await {
         Ok(v) => {
-            let id = v.get("masterId").and_then(|m| m.as_str()).unwrap_or("");
-            if id.is_empty() {
+            let row = v.nodes.get(v.master()?)?;
+            if row.status != NodeState::Master {
                 return None;
             }
-            let row = v.get("nodes").and_then(|n| n.get(id))?;
-            if row.get("status").and_then(|s| s.as_str()) != Some(NodeState::Master.as_str()) {
-                return None;
-            }
-            row.get("nodeUri")
-                .and_then(|u| u.as_str())
+            // Printed for scripts that append a path: no trailing slash.
+            row.node_uri
+                .as_deref()
+                .map(|u| u.trim_end_matches('/'))
                 .filter(|u| !u.is_empty())
                 .map(String::from)
         }

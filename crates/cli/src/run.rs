@@ -264,13 +264,14 @@ async fn serve(
     }
     let machine = Machine::new(cfg, now);
     let stats = Arc::new(tenure_election::Stats::default());
-    let driver =
-        Driver::new(machine, store, snap_tx, cmd_rx, peers, hooks).with_stats(stats.clone());
+    let driver = Driver::new(machine, store.clone(), snap_tx, cmd_rx, peers, hooks)
+        .with_stats(stats.clone());
 
     let notifier = tokio::spawn(crate::notify::run(stats.clone(), snap_rx.clone()));
     let api = tenure_http::ApiState::new(snap_rx, cmd_tx.clone(), users, a.public_state)
         .with_stats(stats)
-        .with_nudge_keys(nudge_keys);
+        .with_nudge_keys(nudge_keys)
+        .with_store(store);
     let (stop_http_tx, mut stop_http_rx) = watch::channel(false);
     let http = tokio::spawn(
         async move {
@@ -404,8 +405,9 @@ fn default_uri(bind: SocketAddr) -> String {
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
             .map(|h| h.trim().to_string())
             .unwrap_or_else(|_| "localhost".into());
-        format!("http://{host}:{}", bind.port())
+        format!("http://{host}:{}/", bind.port())
     } else {
-        format!("http://{bind}")
+        // With Brooklyn's trailing slash: its clients resolve paths against the node's URI.
+        format!("http://{bind}/")
     }
 }

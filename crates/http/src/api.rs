@@ -3,6 +3,7 @@
 use crate::error::{ApiError, JSON};
 use crate::form::{Form, FormError, parse_form};
 use crate::summary::{known_epoch, live_lease, summarize};
+use crate::wire::HistoryEntry;
 use crate::{ApiState, EpochDecided, X_HA_EPOCH, prom};
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::BytesRejection;
@@ -36,6 +37,26 @@ async fn login(state: &ApiState, parts: &Parts) -> Result<Option<crate::auth::Ro
     match users.authenticate(authorization).await {
         Ok((_, role)) => Ok(Some(role)),
         Err(_) => Err(ApiError::unauthorized()),
+    }
+}
+
+/// The caller's login name (`None` on a node without `--users`); 401 for a wrong login.
+pub(crate) struct Login(pub Option<String>);
+
+impl FromRequestParts<ApiState> for Login {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &ApiState) -> Result<Self, ApiError> {
+        let Some(users) = &state.inner.users else {
+            return Ok(Login(None));
+        };
+        let authorization = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .map(HeaderValue::as_bytes);
+        match users.authenticate(authorization).await {
+            Ok((name, _)) => Ok(Login(Some(name))),
+            Err(_) => Err(ApiError::unauthorized()),
+        }
     }
 }
 
@@ -97,11 +118,11 @@ impl FromRequestParts<ApiState> for CanChange {
         }
         match login(state, parts).await? {
             None => Err(ApiError::forbidden(
-                "changes are disabled: this node was started without --users; restart it with --users FILE (a user with role admin may then make changes)",
+                "changes and exports are disabled: this node was started without --users; restart it with --users FILE (a user with role admin may then make them)",
             )),
             Some(crate::auth::Role::Admin) => Ok(CanChange),
             Some(crate::auth::Role::Reader) => Err(ApiError::forbidden(
-                "this user has role reader; changes need role admin",
+                "this user has role reader; changes and exports need role admin",
             )),
         }
     }
@@ -151,7 +172,7 @@ fn state_now(state: &ApiState, master_only: bool) -> Response {
     resp
 }
 
-fn json_response(value: &impl serde::Serialize) -> Response {
+pub(crate) fn json_response(value: &impl serde::Serialize) -> Response {
     match serde_json::to_vec(value) {
         Ok(body) => ([(header::CONTENT_TYPE, JSON)], body).into_response(),
         Err(_) => ApiError::from_status(StatusCode::INTERNAL_SERVER_ERROR).into_response(),
@@ -235,7 +256,16 @@ pub(crate) async fn set_mode(
     Ok(state_body(StatusCode::OK, previous))
 }
 
-/// The last `/ha/states` body and what it was computed from.
+/// The two shapes of the cluster's states.
+#[derive(Clone, Copy)]
+enum Shape {
+    /// `/ha/states`: tenure's view ([`crate::wire::States`]).
+    Tenure = 0,
+    /// `/v1/server/ha/states`: Brooklyn's `HighAvailabilitySummary`.
+    Brooklyn = 1,
+}
+
+/// The last states body encoded (of one shape) and what it was computed from.
 struct EncodedStates {
     snap: Arc<Snapshot>,
     at: Nanos,
@@ -244,14 +274,22 @@ struct EncodedStates {
     body: Bytes,
 }
 
-/// How long an encoded `/ha/states` body is reused (its ages are in whole milliseconds).
+/// How long an encoded states body is reused (its ages are in whole milliseconds).
 const STATES_REUSE: Duration = Duration::from_millis(1);
 
-/// The last body encoded, shared by every request: pollers asking many times a millisecond get
-/// the same bytes instead of a fresh summary and JSON encoding each.
-static LAST_STATES: Mutex<Option<EncodedStates>> = Mutex::new(None);
+/// The last body encoded of each shape, shared by every request: pollers asking many times a
+/// millisecond get the same bytes instead of a fresh summary and JSON encoding each.
+static LAST_STATES: [Mutex<Option<EncodedStates>>; 2] = [Mutex::new(None), Mutex::new(None)];
 
 pub(crate) async fn get_states(_: CanRead, State(state): State<ApiState>) -> Response {
+    states(&state, Shape::Tenure)
+}
+
+pub(crate) async fn get_ha_summary(_: CanRead, State(state): State<ApiState>) -> Response {
+    states(&state, Shape::Brooklyn)
+}
+
+fn states(state: &ApiState, shape: Shape) -> Response {
     let snap = state.snapshot();
     let now = clock::now();
     // Whether a MASTER in the body still holds is decided now, not when it was encoded: the
@@ -266,16 +304,22 @@ pub(crate) async fn get_states(_: CanRead, State(state): State<ApiState>) -> Res
             && c.own == own
             && c.lease_live == lease_live
     };
-    if let Ok(last) = LAST_STATES.try_lock()
+    let cache = &LAST_STATES[shape as usize];
+    if let Ok(last) = cache.try_lock()
         && let Some(c) = last.as_ref().filter(|c| reusable(c))
     {
         return states_response(c.body.clone());
     }
-    let Ok(body) = serde_json::to_vec(&summarize(&snap, now)) else {
+    let view = summarize(&snap, now);
+    let encoded = match shape {
+        Shape::Tenure => serde_json::to_vec(&view),
+        Shape::Brooklyn => serde_json::to_vec(&view.brooklyn()),
+    };
+    let Ok(body) = encoded else {
         return ApiError::from_status(StatusCode::INTERNAL_SERVER_ERROR).into_response();
     };
     let body = Bytes::from(body);
-    if let Ok(mut last) = LAST_STATES.try_lock() {
+    if let Ok(mut last) = cache.try_lock() {
         *last = Some(EncodedStates {
             snap,
             at: now,
@@ -350,6 +394,9 @@ struct TransitionView<'a> {
     reason: &'a str,
 }
 
+/// Brooklyn's `getMetrics` map (`state`, `uptime`, `currentTimeUtc`, `startTimeUtc`,
+/// `highAvailability: {priority, pollPeriod, heartbeatTimeout, history}`), with tenure's own
+/// keys beside it: Brooklyn's clients read it as a map.
 pub(crate) async fn ha_metrics(_: CanRead, State(state): State<ApiState>) -> Response {
     const MAX_TRANSITIONS: usize = 200;
     let snap = state.snapshot();
@@ -357,7 +404,8 @@ pub(crate) async fn ha_metrics(_: CanRead, State(state): State<ApiState>) -> Res
     let st = snap.state_at(now);
     let uptime = now.since(state.inner.started);
     let skip = snap.transitions.len().saturating_sub(MAX_TRANSITIONS);
-    let transitions: Vec<TransitionView> = snap.transitions[skip..]
+    let recent = &snap.transitions[skip..];
+    let transitions: Vec<TransitionView> = recent
         .iter()
         .map(|t| TransitionView {
             at: t.at_ms,
@@ -367,19 +415,40 @@ pub(crate) async fn ha_metrics(_: CanRead, State(state): State<ApiState>) -> Res
             reason: &t.reason,
         })
         .collect();
+    // Brooklyn's history: newest first, starting from INITIALIZING at start-up.
+    let mut history: Vec<HistoryEntry> = recent
+        .iter()
+        .rev()
+        .map(|t| HistoryEntry {
+            state: t.to,
+            timestamp: t.at_ms,
+        })
+        .collect();
+    if skip == 0 {
+        history.push(HistoryEntry {
+            state: NodeState::Initializing,
+            timestamp: state.inner.started_wall_ms,
+        });
+    }
     let body = serde_json::json!({
         "state": st,
+        "uptime": humantime::format_duration(Duration::from_secs(uptime.as_secs())).to_string(),
+        "currentTimeUtc": clock::wall_millis(),
+        "startTimeUtc": state.inner.started_wall_ms,
+        "highAvailability": {
+            "priority": snap.priority,
+            "pollPeriod": snap.poll_period_ms,
+            "heartbeatTimeout": snap.heartbeat_timeout_ms,
+            "history": history,
+        },
         "planeId": snap.plane_id,
         "nodeId": snap.own_name,
         "instanceId": snap.own_instance,
         "mode": snap.mode,
         "priority": snap.priority,
-        "masterId": snap.master_at(now).map_or("", |(n, _)| n),
+        "masterId": snap.master_at(now).map(|(n, _)| n),
         "epoch": known_epoch(&snap, now),
-        "uptime": humantime::format_duration(Duration::from_secs(uptime.as_secs())).to_string(),
         "uptimeMs": u64::try_from(uptime.as_millis()).unwrap_or(u64::MAX),
-        "startTimeUtc": state.inner.started_wall_ms,
-        "currentTimeUtc": clock::wall_millis(),
         "heartbeatTimeoutMs": snap.heartbeat_timeout_ms,
         "pollPeriodMs": snap.poll_period_ms,
         "storageErrors": snap.storage_errors,

@@ -109,8 +109,14 @@ pub struct Client {
     basic_auth: Option<(String, String)>,
 }
 
+/// Brooklyn's paths (`/v1/server/ha/…`), which any Brooklyn-compatible node serves.
 fn url(base: &str, path: &str) -> String {
     format!("{}/v1/server/ha/{path}", base.trim_end_matches('/'))
+}
+
+/// tenure's own paths (`/ha/…`), where the answers carry tenure's fields.
+fn tenure_url(base: &str, path: &str) -> String {
+    format!("{}/ha/{path}", base.trim_end_matches('/'))
 }
 
 impl Client {
@@ -162,9 +168,16 @@ impl Client {
         Ok((decode(resp, &u).await?, epoch))
     }
 
-    /// The `/ha/states` summary as JSON.
+    /// tenure's `/ha/states` view as the node sent it (every field, for printing).
     pub async fn states(&self, base: &str) -> Result<serde_json::Value, ClientError> {
-        let u = url(base, "states");
+        let u = tenure_url(base, "states");
+        let resp = self.send(self.http.get(&u), &u).await?;
+        decode(resp, &u).await
+    }
+
+    /// tenure's `/ha/states` view, typed (for `tenure check` and `tenure master`).
+    pub async fn cluster(&self, base: &str) -> Result<crate::wire::States<'static>, ClientError> {
+        let u = tenure_url(base, "states");
         let resp = self.send(self.http.get(&u), &u).await?;
         decode(resp, &u).await
     }
@@ -216,6 +229,7 @@ impl Client {
             });
         }
         let text = resp.text().await.unwrap_or_default();
+        // Only `message` is read: it is in Brooklyn's ApiError and in older tenure's bodies.
         let message = serde_json::from_str::<serde_json::Value>(&text)
             .ok()
             .and_then(|v| v.get("message").and_then(|m| m.as_str()).map(String::from))

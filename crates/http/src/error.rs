@@ -1,4 +1,5 @@
-//! JSON error bodies: `{"error": "<short-code>", "message": "<human text>"}`.
+//! JSON error bodies in Brooklyn's `ApiError` shape: `{"message": "<human text>", "data":
+//! {"code": "<short-code>"}, "error": <status>}` (see [`crate::wire::ErrorBody`]).
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -75,7 +76,7 @@ impl ApiError {
             StatusCode::FORBIDDEN => ("forbidden", "not allowed"),
             StatusCode::NOT_FOUND => (
                 "not-found",
-                "no such path: the API is under /v1/server/ha/… (or /ha/…) and /metrics",
+                "no such path: the API is under /v1/server/… (Brooklyn's), /ha/… (tenure's) and /metrics",
             ),
             StatusCode::METHOD_NOT_ALLOWED => (
                 "method-not-allowed",
@@ -112,7 +113,15 @@ impl From<CommandError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = serde_json::json!({ "error": self.code, "message": self.message }).to_string();
+        let body = crate::wire::ErrorBody {
+            message: self.message,
+            details: None,
+            data: Some(crate::wire::ErrorData {
+                code: Cow::Borrowed(self.code),
+            }),
+            error: self.status.as_u16(),
+        };
+        let body = serde_json::to_vec(&body).unwrap_or_default();
         let mut resp = (self.status, [(header::CONTENT_TYPE, JSON)], body).into_response();
         if self.status == StatusCode::UNAUTHORIZED {
             resp.headers_mut().insert(

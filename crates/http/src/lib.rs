@@ -1,19 +1,23 @@
-//! tenure's HTTP API (DESIGN §5): Apache Brooklyn's HA endpoints under `/v1/server/ha/…` and
-//! `/ha/…`, Prometheus metrics, basic auth, and the client used by the CLI and for nudges.
+//! tenure's HTTP API (DESIGN §5): Apache Brooklyn's `/v1/server/…` endpoints in Brooklyn's
+//! shapes, tenure's own view under `/ha/…`, Prometheus metrics, basic auth, and the client used by the CLI and for nudges.
 //!
 //! Every answer is computed from the election's [`Snapshot`] at the moment of the request:
 //! MASTER is decided by comparing the lease deadline with the clock, never read from a flag.
 
 mod api;
 pub mod auth;
+mod build;
 pub mod client;
 mod error;
+mod export;
 mod form;
 pub mod nudge;
 mod prom;
 mod server;
+mod server_info;
 mod summary;
 mod tls;
+pub mod wire;
 
 use axum::Router;
 use axum::body::Body;
@@ -109,6 +113,8 @@ struct Inner {
     stats: Option<Arc<tenure_election::Stats>>,
     /// With a cluster secret, only nudges signed with it are passed on.
     nudge_keys: Option<Arc<tenure_election::secret::Keyring>>,
+    /// The store, for `/ha/persist/export` only (the driver does all the election's I/O).
+    store: Option<Arc<dyn tenure_store::Store>>,
 }
 
 /// What the handlers share. Cheap to clone.
@@ -138,6 +144,7 @@ impl ApiState {
                 started_wall_ms: clock::wall_millis(),
                 nudges: std::sync::Mutex::new(NudgeGate::default()),
                 nudge_keys: None,
+                store: None,
             }),
             command_timeout: Duration::from_secs(60),
             limits: Limits::default(),
@@ -149,6 +156,13 @@ impl ApiState {
         let inner =
             Arc::get_mut(&mut self.inner).expect("with_nudge_keys is called before cloning");
         inner.nudge_keys = keys;
+        self
+    }
+
+    /// Lets admins export the store's records (`GET /v1/server/ha/persist/export`).
+    pub fn with_store(mut self, store: Arc<dyn tenure_store::Store>) -> Self {
+        let inner = Arc::get_mut(&mut self.inner).expect("with_store is called before cloning");
+        inner.store = Some(store);
         self
     }
 
@@ -246,8 +260,9 @@ impl ApiState {
     }
 }
 
-/// The API's routes, for `/v1/server/ha/…`, `/ha/…` and `/metrics`. Each route is registered
-/// under both prefixes rather than `nest`ed: a nested router costs a second dispatch and a URI
+/// The API's routes: Brooklyn's `/v1/server/…` (its shapes exactly), tenure's own `/ha/…` (the
+/// same endpoints; `/ha/states` with tenure's richer rows) and `/metrics`. Each route is
+/// registered flat rather than `nest`ed: a nested router costs a second dispatch and a URI
 /// rewrite per request (flat: +8 % requests/s, docs/BENCHMARKS.md).
 pub fn router(state: ApiState) -> Router {
     let mut r = Router::new();
@@ -257,7 +272,6 @@ pub fn router(state: ApiState) -> Router {
                 &format!("{prefix}/state"),
                 get(api::get_state).post(api::set_mode),
             )
-            .route(&format!("{prefix}/states"), get(api::get_states))
             .route(&format!("{prefix}/states/clear"), post(api::clear_states))
             .route(
                 &format!("{prefix}/states/clear/node"),
@@ -269,9 +283,26 @@ pub fn router(state: ApiState) -> Router {
                 get(api::get_priority).post(api::set_priority),
             )
             .route(&format!("{prefix}/metrics"), get(api::ha_metrics))
-            .route(&format!("{prefix}/nudge"), post(api::nudge));
+            .route(&format!("{prefix}/nudge"), post(api::nudge))
+            .route(&format!("{prefix}/persist/export"), get(export::export))
+            .route(&format!("{prefix}/persist/import"), post(export::import));
     }
-    r.route("/metrics", get(api::prometheus))
+    r.route("/v1/server/ha/states", get(api::get_ha_summary))
+        .route("/ha/states", get(api::get_states))
+        .route("/v1/server/up", get(server_info::up))
+        .route("/v1/server/healthy", get(server_info::healthy))
+        .route("/v1/server/shuttingDown", get(server_info::shutting_down))
+        .route("/v1/server/up/extended", get(server_info::up_extended))
+        .route("/v1/server/version", get(server_info::version))
+        .route("/v1/server/planeid", get(server_info::plane_id))
+        .route("/v1/server/user", get(server_info::user))
+        .route("/v1/server/shutdown", post(server_info::shutdown))
+        .route(
+            "/v1/server/properties/reload",
+            post(server_info::properties_reload),
+        )
+        .route("/v1/server/config/{key}", get(server_info::config))
+        .route("/metrics", get(api::prometheus))
         .fallback(api::not_found)
         .method_not_allowed_fallback(api::method_not_allowed)
         .layer(DefaultBodyLimit::max(state.limits.max_body))

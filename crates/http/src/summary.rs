@@ -1,59 +1,12 @@
-//! `/ha/states`: Apache Brooklyn's `HighAvailabilitySummary`, computed from a snapshot at one
-//! instant. Only the lease decides who is master; heartbeat records only describe nodes.
+//! `/ha/states` (tenure's view) and, projected from it, `/v1/server/ha/states` (Brooklyn's
+//! `HighAvailabilitySummary`), computed from a snapshot at one instant. Only the lease decides
+//! who is master; heartbeat records only describe nodes.
 
-use serde::Serialize;
+use crate::wire::{BadRecordView, NodeView, States, WaitingView};
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
-use tenure_election::{LeaseView, Mode, Nanos, NodeState, Snapshot};
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-pub(crate) struct Summary<'a> {
-    pub plane_id: &'a str,
-    pub own_id: &'a str,
-    pub master_id: &'a str,
-    pub nodes: BTreeMap<&'a str, NodeSummary<'a>>,
-    pub links: BTreeMap<&'a str, &'a str>,
-    pub epoch: Option<u64>,
-    pub bad_records: Vec<BadRecordView<'a>>,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-pub(crate) struct NodeSummary<'a> {
-    pub node_id: &'a str,
-    pub node_uri: Option<&'a str>,
-    pub status: NodeState,
-    pub local_timestamp: Option<i64>,
-    pub remote_timestamp: Option<i64>,
-    pub priority: Option<i64>,
-    pub epoch: Option<u64>,
-    pub instance_id: &'a str,
-    pub app_version: Option<&'a str>,
-    pub mode: Option<Mode>,
-    pub heartbeat_age_ms: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub lease_deadline_ms: Option<u64>,
-    /// Only on this node's own row, while it waits (see `tenure_election::Waiting`).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub waiting: Option<WaitingView<'a>>,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-pub(crate) struct WaitingView<'a> {
-    #[serde(rename = "for")]
-    pub what: &'a str,
-    /// Wall clock, ms since the Unix epoch, like `localTimestamp`.
-    pub until_timestamp: i64,
-    pub remaining_ms: u64,
-}
-
-#[derive(Serialize)]
-pub(crate) struct BadRecordView<'a> {
-    pub key: &'a str,
-    pub reason: &'a str,
-}
+use tenure_election::{LeaseView, Nanos, NodeState, Snapshot};
 
 fn millis(t: SystemTime) -> Option<i64> {
     t.duration_since(UNIX_EPOCH)
@@ -61,15 +14,15 @@ fn millis(t: SystemTime) -> Option<i64> {
         .and_then(|d| i64::try_from(d.as_millis()).ok())
 }
 
-fn non_empty(s: &str) -> Option<&str> {
-    (!s.is_empty()).then_some(s)
+fn non_empty(s: &str) -> Option<Cow<'_, str>> {
+    (!s.is_empty()).then_some(Cow::Borrowed(s))
 }
 
 fn ms(d: std::time::Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
-pub(crate) fn summarize(snap: &Snapshot, now: Nanos) -> Summary<'_> {
+pub(crate) fn summarize(snap: &Snapshot, now: Nanos) -> States<'_> {
     let master = snap.master_at(now);
     let live_lease = live_lease(snap, now);
 
@@ -82,9 +35,9 @@ pub(crate) fn summarize(snap: &Snapshot, now: Nanos) -> Summary<'_> {
         .filter(|v| now < *v)
         .map(|v| ms(v.since(now)));
     nodes.insert(
-        snap.own_name.as_str(),
-        NodeSummary {
-            node_id: &snap.own_name,
+        Cow::Borrowed(snap.own_name.as_str()),
+        NodeView {
+            node_id: Cow::Borrowed(&snap.own_name),
             node_uri: non_empty(&snap.own_uri),
             status: own_state,
             local_timestamp: own_rec.map(|r| r.local_timestamp_ms),
@@ -95,13 +48,13 @@ pub(crate) fn summarize(snap: &Snapshot, now: Nanos) -> Summary<'_> {
             } else {
                 None
             },
-            instance_id: &snap.own_instance,
-            app_version: snap.app_version.as_deref(),
+            instance_id: Cow::Borrowed(&snap.own_instance),
+            app_version: snap.app_version.as_deref().map(Cow::Borrowed),
             mode: Some(snap.mode),
             heartbeat_age_ms: own_rec.map(|r| ms(now.since(r.last_change))),
             lease_deadline_ms,
             waiting: snap.waiting.as_ref().map(|w| WaitingView {
-                what: &w.what,
+                what: Cow::Borrowed(&w.what),
                 until_timestamp: w.until_wall_ms,
                 remaining_ms: ms(w.until.since(now)),
             }),
@@ -121,9 +74,9 @@ pub(crate) fn summarize(snap: &Snapshot, now: Nanos) -> Summary<'_> {
             }
         };
         nodes.insert(
-            r.name.as_str(),
-            NodeSummary {
-                node_id: &r.name,
+            Cow::Borrowed(r.name.as_str()),
+            NodeView {
+                node_id: Cow::Borrowed(&r.name),
                 node_uri: non_empty(&r.uri),
                 status,
                 local_timestamp: Some(r.local_timestamp_ms),
@@ -134,8 +87,8 @@ pub(crate) fn summarize(snap: &Snapshot, now: Nanos) -> Summary<'_> {
                 } else {
                     r.epoch
                 },
-                instance_id: &r.instance_id,
-                app_version: r.app_version.as_deref(),
+                instance_id: Cow::Borrowed(&r.instance_id),
+                app_version: r.app_version.as_deref().map(Cow::Borrowed),
                 mode: Some(r.mode),
                 heartbeat_age_ms: Some(ms(now.since(r.last_change))),
                 lease_deadline_ms: None,
@@ -149,16 +102,16 @@ pub(crate) fn summarize(snap: &Snapshot, now: Nanos) -> Summary<'_> {
         && !nodes.contains_key(l.holder.as_str())
     {
         nodes.insert(
-            l.holder.as_str(),
-            NodeSummary {
-                node_id: &l.holder,
+            Cow::Borrowed(l.holder.as_str()),
+            NodeView {
+                node_id: Cow::Borrowed(&l.holder),
                 node_uri: non_empty(&l.holder_uri),
                 status: NodeState::Master,
                 local_timestamp: None,
                 remote_timestamp: None,
                 priority: None,
                 epoch: Some(l.epoch),
-                instance_id: &l.instance_id,
+                instance_id: Cow::Borrowed(&l.instance_id),
                 app_version: None,
                 mode: None,
                 heartbeat_age_ms: None,
@@ -168,10 +121,10 @@ pub(crate) fn summarize(snap: &Snapshot, now: Nanos) -> Summary<'_> {
         );
     }
 
-    Summary {
-        plane_id: &snap.plane_id,
-        own_id: &snap.own_name,
-        master_id: master.map_or("", |(name, _)| name),
+    States {
+        plane_id: Cow::Borrowed(&snap.plane_id),
+        own_id: Cow::Borrowed(&snap.own_name),
+        master_id: master.map(|(name, _)| Cow::Borrowed(name)),
         nodes,
         links: BTreeMap::new(),
         epoch: known_epoch(snap, now),
@@ -179,8 +132,8 @@ pub(crate) fn summarize(snap: &Snapshot, now: Nanos) -> Summary<'_> {
             .bad_records
             .iter()
             .map(|b| BadRecordView {
-                key: &b.key,
-                reason: &b.reason,
+                key: Cow::Borrowed(&b.key),
+                reason: Cow::Borrowed(&b.reason),
             })
             .collect(),
     }
