@@ -331,9 +331,10 @@ pub fn execute(store: &dyn Store, op: Op) -> OpResult {
         }
         Op::ScanNodes => {
             let keys = store.list(crate::records::NODES_PREFIX)?;
+            let reads = store.read_many(&keys);
             let mut out = Vec::with_capacity(keys.len());
-            for k in keys {
-                let r = match store.read(&k) {
+            for (k, r) in keys.into_iter().zip(reads) {
+                let r = match r {
                     Ok(r) => r,
                     // One unreadable file must not hide the others.
                     Err(StoreError::InvalidKey(_)) => continue,

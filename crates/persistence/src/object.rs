@@ -24,6 +24,7 @@
 //! `409 ConditionalRequestConflict` (another conditional write was in flight: nothing was
 //! written), re-read and retried while the deadline allows.
 
+use futures_util::StreamExt;
 use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey, S3ConditionalPut};
 use object_store::azure::{AzureConfigKey, MicrosoftAzureBuilder};
 use object_store::client::{HttpError, HttpErrorKind};
@@ -50,6 +51,10 @@ const VERSION_SEP: &str = " @";
 
 /// Backoff between attempts after a `409 ConditionalRequestConflict`.
 const CONFLICT_BACKOFF: Duration = Duration::from_millis(20);
+
+/// How many records `read_many` fetches at once: a scan of a large cluster must not open a
+/// connection per node.
+const SCAN_CONCURRENCY: usize = 16;
 
 #[derive(Clone, Debug)]
 pub struct ObjOptions {
@@ -602,42 +607,67 @@ fn s3_fix(msg: &str) -> &'static str {
     }
 }
 
+impl ObjStore {
+    /// One GET of a record, without a deadline of its own (the caller sets it).
+    async fn fetch(&self, key: &str) -> Result<ReadResult, StoreError> {
+        let path = self.path(key)?;
+        let got = match self.store.get_opts(&path, GetOptions::default()).await {
+            Ok(g) => g,
+            Err(object_store::Error::NotFound { source, .. })
+                if !mentions_no_such_bucket(&*source) =>
+            {
+                return Ok(ReadResult::Absent);
+            }
+            Err(e) => return Err(self.map_err("read", key, e)),
+        };
+        let meta = got.meta.clone();
+        let version = self.version_of(key, meta.e_tag.clone(), meta.version.clone())?;
+        // The size comes from the response headers: an oversized object is never
+        // downloaded (dropping the body closes the connection).
+        if meta.size > MAX_RECORD_BYTES as u64 {
+            return Ok(ReadResult::Unreadable {
+                version,
+                reason: format!(
+                    "record of {} bytes exceeds the {} KiB limit",
+                    meta.size,
+                    MAX_RECORD_BYTES / 1024
+                ),
+            });
+        }
+        let bytes = got
+            .bytes()
+            .await
+            .map_err(|e| self.map_err("read", key, e))?;
+        Ok(ReadResult::Present(Record {
+            bytes: bytes.to_vec(),
+            version,
+            modified: Some(meta.last_modified.into()),
+        }))
+    }
+}
+
 impl Store for ObjStore {
     fn read(&self, key: &str) -> Result<ReadResult, StoreError> {
-        let path = self.path(key)?;
-        self.run(async {
-            let got = match self.store.get_opts(&path, GetOptions::default()).await {
-                Ok(g) => g,
-                Err(object_store::Error::NotFound { source, .. })
-                    if !mentions_no_such_bucket(&*source) =>
-                {
-                    return Ok(ReadResult::Absent);
-                }
-                Err(e) => return Err(self.map_err("read", key, e)),
-            };
-            let meta = got.meta.clone();
-            let version = self.version_of(key, meta.e_tag.clone(), meta.version.clone())?;
-            // The size comes from the response headers: an oversized object is never
-            // downloaded (dropping the body closes the connection).
-            if meta.size > MAX_RECORD_BYTES as u64 {
-                return Ok(ReadResult::Unreadable {
-                    version,
-                    reason: format!(
-                        "record of {} bytes exceeds the {} KiB limit",
-                        meta.size,
-                        MAX_RECORD_BYTES / 1024
-                    ),
-                });
-            }
-            let bytes = got
-                .bytes()
+        self.run(self.fetch(key))
+    }
+
+    fn read_many(&self, keys: &[String]) -> Vec<Result<ReadResult, StoreError>> {
+        let Some(rt) = self.runtime.as_ref() else {
+            return keys
+                .iter()
+                .map(|_| Err(StoreError::Unavailable("the store is closing".into())))
+                .collect();
+        };
+        rt.block_on(async {
+            let reads = keys.iter().map(|k| async move {
+                tokio::time::timeout(self.timeout, self.fetch(k))
+                    .await
+                    .unwrap_or(Err(StoreError::Timeout(self.timeout)))
+            });
+            futures_util::stream::iter(reads)
+                .buffered(SCAN_CONCURRENCY)
+                .collect()
                 .await
-                .map_err(|e| self.map_err("read", key, e))?;
-            Ok(ReadResult::Present(Record {
-                bytes: bytes.to_vec(),
-                version,
-                modified: Some(meta.last_modified.into()),
-            }))
         })
     }
 

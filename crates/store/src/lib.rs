@@ -103,6 +103,12 @@ pub trait Store: Send + Sync + 'static {
     fn replace(&self, key: &str, bytes: &[u8], expected: &Version) -> Result<Version, StoreError>;
     /// Write unconditionally (a node's own heartbeat).
     fn put(&self, key: &str, bytes: &[u8]) -> Result<Version, StoreError>;
+    /// Read several records, each result in the order of `keys`. A scan of `nodes/` reads one
+    /// record per node within one storage deadline: a backend with a round trip per request
+    /// (an object store) reads them concurrently, so the scan costs two round trips, not N + 1.
+    fn read_many(&self, keys: &[String]) -> Vec<Result<ReadResult, StoreError>> {
+        keys.iter().map(|k| self.read(k)).collect()
+    }
     /// Keys directly under `prefix` (e.g. `"nodes/"`), sorted. Temporary files are not listed.
     fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError>;
     /// Delete a record; deleting an absent key is not an error.

@@ -59,6 +59,7 @@ pub fn run_all_with_caps(caps: Caps, make: &dyn Fn(usize) -> Vec<Arc<dyn Store>>
     put_then_read(&*one());
     put_overwrites(&*one());
     list_sorted(&*one());
+    read_many_in_order(&*one());
     delete_idempotent(&*one());
     invalid_keys_refused(&*one());
     lease_lifecycle(&*one());
@@ -284,6 +285,49 @@ pub fn list_sorted(s: &dyn Store) {
                 "{}: list({bad:?}): expected InvalidKey, got {other:?}",
                 who(s)
             ),
+        }
+    }
+}
+
+/// `read_many` answers each key in the order asked, absent and invalid keys included, with
+/// the same result `read` gives (an object store reads them concurrently).
+pub fn read_many_in_order(s: &dyn Store) {
+    assert!(
+        s.read_many(&[]).is_empty(),
+        "{}: read_many of nothing",
+        who(s)
+    );
+    let mut keys = Vec::new();
+    for i in 0..40 {
+        let key = format!("nodes/n{i:02}.json");
+        if i % 3 != 0 {
+            ok(s, "put", s.put(&key, key.as_bytes()));
+        }
+        keys.push(key);
+    }
+    keys.push("../escape".to_string());
+    let many = s.read_many(&keys);
+    assert_eq!(many.len(), keys.len(), "{}: one result per key", who(s));
+    for (i, (key, got)) in keys.iter().zip(many).enumerate() {
+        match got {
+            Ok(ReadResult::Present(r)) => {
+                assert!(
+                    i % 3 != 0,
+                    "{}: {key} read_many found an absent key",
+                    who(s)
+                );
+                assert_eq!(r.bytes, key.as_bytes(), "{}: {key} read_many bytes", who(s));
+                assert_eq!(
+                    s.read(key).ok(),
+                    Some(ReadResult::Present(r)),
+                    "{}: {key} read_many and read differ",
+                    who(s)
+                );
+            }
+            Ok(ReadResult::Absent) => assert!(i % 3 == 0 && i < 40, "{}: {key} absent", who(s)),
+            Ok(other) => panic!("{}: {key} read_many gave {other:?}", who(s)),
+            Err(StoreError::InvalidKey(_)) => assert_eq!(i, 40, "{}: {key} invalid", who(s)),
+            Err(e) => panic!("{}: {key} read_many failed: {e}", who(s)),
         }
     }
 }
