@@ -26,7 +26,12 @@ pub(crate) struct CanReadState;
 /// Changes: admin only; refused outright without `--users`.
 pub(crate) struct CanChange;
 
-async fn login(state: &ApiState, parts: &Parts) -> Result<Option<crate::auth::Role>, ApiError> {
+/// The caller's login (name and role), `None` on a node without `--users`; 401 for a wrong
+/// or missing login.
+async fn login(
+    state: &ApiState,
+    parts: &Parts,
+) -> Result<Option<(String, crate::auth::Role)>, ApiError> {
     let Some(users) = &state.inner.users else {
         return Ok(None);
     };
@@ -35,7 +40,7 @@ async fn login(state: &ApiState, parts: &Parts) -> Result<Option<crate::auth::Ro
         .get(header::AUTHORIZATION)
         .map(HeaderValue::as_bytes);
     match users.authenticate(authorization).await {
-        Ok((_, role)) => Ok(Some(role)),
+        Ok(who) => Ok(Some(who)),
         Err(_) => Err(ApiError::unauthorized()),
     }
 }
@@ -46,17 +51,7 @@ pub(crate) struct Login(pub Option<String>);
 impl FromRequestParts<ApiState> for Login {
     type Rejection = ApiError;
     async fn from_request_parts(parts: &mut Parts, state: &ApiState) -> Result<Self, ApiError> {
-        let Some(users) = &state.inner.users else {
-            return Ok(Login(None));
-        };
-        let authorization = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .map(HeaderValue::as_bytes);
-        match users.authenticate(authorization).await {
-            Ok((name, _)) => Ok(Login(Some(name))),
-            Err(_) => Err(ApiError::unauthorized()),
-        }
+        Ok(Login(login(state, parts).await?.map(|(name, _)| name)))
     }
 }
 
@@ -120,8 +115,8 @@ impl FromRequestParts<ApiState> for CanChange {
             None => Err(ApiError::forbidden(
                 "changes and exports are disabled: this node was started without --users; restart it with --users FILE (a user with role admin may then make them)",
             )),
-            Some(crate::auth::Role::Admin) => Ok(CanChange),
-            Some(crate::auth::Role::Reader) => Err(ApiError::forbidden(
+            Some((_, crate::auth::Role::Admin)) => Ok(CanChange),
+            Some((_, crate::auth::Role::Reader)) => Err(ApiError::forbidden(
                 "this user has role reader; changes and exports need role admin",
             )),
         }
