@@ -12,6 +12,7 @@
 //! The e2e tests are timing-sensitive: run them one at a time (`--test-threads=1`); each test
 //! also takes [`serial`], a process-wide lock, so a parallel run cannot overlap them.
 
+pub mod brooklyn;
 pub mod checker;
 pub mod cluster;
 pub mod expect;

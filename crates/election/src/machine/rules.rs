@@ -60,7 +60,7 @@ pub(super) struct Released<'a> {
     pub(super) follows_watched_term: bool,
 }
 
-/// Whether a released lease may be taken at once, and why (DESIGN §3.4): never by the node
+/// Whether a released lease may be taken at once, and why (DESIGN §3.5): never by the node
 /// that released it; only by the named successor if there is one; and only by a node that saw
 /// that term live, unless it is a `--mode master` start (which waits longer before it
 /// answers, see [`cautious_wait`]). `None`: only the T rule applies.

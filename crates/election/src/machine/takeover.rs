@@ -295,7 +295,7 @@ impl Machine {
 
     /// Before trusting the store's memory (an at-once take, a re-take of our own lease), list
     /// `epochs/` and scan `nodes/` again: a store that rolled back, was wiped, or had an old
-    /// record written back shows a newer epoch there than in the lease (DESIGN §3.5).
+    /// record written back shows a newer epoch there than in the lease (DESIGN §3.10).
     pub(super) fn corroborate(&mut self, version: Option<Version>) {
         if self.corroboration == Corroboration::Pending(version.clone())
             && self
