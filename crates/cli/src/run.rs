@@ -189,7 +189,7 @@ pub(crate) fn keyring(
 }
 
 async fn serve(
-    cfg: Config,
+    mut cfg: Config,
     store: Arc<dyn Store>,
     bind: SocketAddr,
     users: Option<tenure_http::Users>,
@@ -214,6 +214,11 @@ async fn serve(
     let name = cfg.name.clone();
     let span = tracing::info_span!("tenure", node = %name);
     let scheme = if tls.is_some() { "https" } else { "http" };
+    // `--bind …:0` picks a free port: log it, and advertise it in the default node URI.
+    let bind = listener.local_addr().unwrap_or(bind);
+    if a.node_uri.is_none() {
+        cfg.uri = default_uri(bind).replacen("http://", &format!("{scheme}://"), 1);
+    }
     tracing::info!(parent: &span, "serving the HA API on {scheme}://{bind} (node URI {}), store {}", cfg.uri, store.describe());
 
     let initial = Snapshot::initializing(&cfg.name, &cfg.instance_id, &cfg.uri, cfg.mode);
@@ -360,9 +365,23 @@ pub(crate) fn open_store(
         lock_wait,
         ..DirOptions::default()
     };
-    DirStore::open(&path, opts)
-        .map(|s| Arc::new(s) as Arc<dyn Store>)
-        .map_err(|e| (REFUSED, e.to_string()))
+    let store = DirStore::open(&path, opts).map_err(|e| (REFUSED, e.to_string()))?;
+    // Say which mount the lease's safety rests on; a caveat (NFSv3 locks through NLM, accepted
+    // with --allow-nlm) is a warning an operator should see in the journal.
+    if let Some(m) = store.mount_info() {
+        tracing::info!(
+            "store {} is on a {} mount at {} ({}), options {}",
+            store.root().display(),
+            m.fstype,
+            m.mount_point.display(),
+            m.source,
+            m.options.join(",")
+        );
+        if let Some(note) = &m.note {
+            tracing::warn!("store mount: {note}");
+        }
+    }
+    Ok(Arc::new(store) as Arc<dyn Store>)
 }
 
 /// `s3://`, `gs://`, `az://`: the storage deadline is also the HTTP client's timeout, so no
