@@ -82,6 +82,7 @@ fn doctor_passes_on_moto_and_on_a_directory() {
         "✓ lock exclusion",
         "✓ conditional writes enforced",
         "✓ 16-way create race",
+        "✓ 16-way replace-on-one-version race",
         "✓ read-after-write",
         "✓ latency",
         "? cannot check: lock exclusion against other hosts",
@@ -108,6 +109,7 @@ fn doctor_passes_on_moto_and_on_a_directory() {
         "✓ reachable with these credentials",
         "✓ conditional writes enforced",
         "✓ 16-way create race",
+        "✓ 16-way replace-on-one-version race",
         "✓ read-after-write",
         "✓ latency",
         "all checks passed",
@@ -254,6 +256,69 @@ fn a_server_ignoring_conditional_writes_is_refused_by_doctor_and_run() {
     assert!(took < Duration::from_secs(10), "took {took:?}");
     // It wrote nothing of a cluster (the probe deleted its object).
     assert_eq!(objects.paths(), Vec::<String>::new());
+}
+
+/// A server that checks a condition and then writes, not in one step (SeaweedFS 4.16's race):
+/// one request at a time sees every condition enforced, so the sequential probe passes; the
+/// start-up race of `tenure run` catches it (several writers win at once) and names `tenure
+/// doctor`, whose create and replace races both fail.
+#[test]
+fn a_server_whose_conditional_writes_race_is_refused_by_run_and_doctor() {
+    let _serial = serial();
+    let objects = Objects::racy(Duration::from_millis(50));
+    let fake = object_server(objects.clone());
+    let env = vec![
+        ("AWS_ENDPOINT_URL".to_string(), fake.endpoint.clone()),
+        ("AWS_ALLOW_HTTP".to_string(), "true".to_string()),
+        ("AWS_ACCESS_KEY_ID".to_string(), "k".to_string()),
+        ("AWS_SECRET_ACCESS_KEY".to_string(), "s".to_string()),
+        ("AWS_REGION".to_string(), "us-east-1".to_string()),
+    ];
+    let (out, took) = tenure(
+        &[
+            "run",
+            "--node-name",
+            "node-a",
+            "--store",
+            "s3://racy/ha",
+            "--bind",
+            "127.0.0.1:0",
+        ],
+        &env,
+        Duration::from_secs(30),
+    );
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    for needle in [
+        "refusing the store",
+        "4 concurrent",
+        "(exactly one must)",
+        "two nodes could both take the lease",
+        "tenure doctor --store s3://racy/ha",
+    ] {
+        assert!(stderr.contains(needle), "missing {needle:?} in:\n{stderr}");
+    }
+    // A verdict, not retried.
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+    // Nothing of a cluster was written (the probes deleted their objects).
+    assert_eq!(objects.paths(), Vec::<String>::new());
+
+    let (out, _) = tenure(
+        &["doctor", "--store", "s3://racy/ha"],
+        &env,
+        Duration::from_secs(60),
+    );
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    for needle in [
+        // One request at a time, the conditions hold.
+        "✓ conditional writes enforced",
+        "✗ s3://racy/ha: 16 concurrent creates-if-absent",
+        "✗ s3://racy/ha: 16 concurrent replaces-if-version",
+        "2 checks failed: fix them",
+    ] {
+        assert!(stdout.contains(needle), "missing {needle:?} in:\n{stdout}");
+    }
 }
 
 #[test]

@@ -396,14 +396,16 @@ fn open_object_store(
         timeout,
         ..Default::default()
     };
-    let store =
-        tenure_persistence::ObjStore::open(url, opts).map_err(|e| (REFUSED, e.to_string()))?;
+    let open = || {
+        tenure_persistence::ObjStore::open(url, opts.clone()).map_err(|e| (REFUSED, e.to_string()))
+    };
+    let store = open()?;
     // An unreachable store may be a blip at boot; a broken one answers the same every time.
     const ATTEMPTS: u32 = 3;
     let mut attempt = 1;
     loop {
         match tenure_persistence::probe_conditional_writes_detailed(&store) {
-            Ok(()) => return Ok(Arc::new(store)),
+            Ok(()) => break,
             Err(tenure_persistence::ProbeError::Unusable(m)) if attempt < ATTEMPTS => {
                 tracing::warn!("store probe {attempt}/{ATTEMPTS} failed, retrying: {m}");
                 attempt += 1;
@@ -417,7 +419,51 @@ fn open_object_store(
             }
         }
     }
+    let store: Arc<dyn Store> = Arc::new(store);
+    // One request at a time cannot tell a store that checks a condition and then writes from
+    // one that does both in one step; a few writers racing on their own connections can.
+    let started = std::time::Instant::now();
+    let mut handles = vec![store.clone()];
+    for _ in 1..RACERS {
+        handles.push(Arc::new(open()?) as Arc<dyn Store>);
+    }
+    let mut attempt = 1;
+    loop {
+        match tenure_persistence::probe_concurrent_writes(&handles) {
+            Ok(n) => {
+                tracing::info!(
+                    "store probe: {n} concurrent creates and {n} concurrent replaces, exactly one of each won ({} ms)",
+                    started.elapsed().as_millis()
+                );
+                return Ok(store);
+            }
+            Err(e) if e.is_verdict() => {
+                return Err((
+                    REFUSED,
+                    format!(
+                        "refusing the store: {e}. `tenure doctor --store {url}` runs the full check"
+                    ),
+                ));
+            }
+            Err(e) if attempt < ATTEMPTS => {
+                tracing::warn!("store race probe {attempt}/{ATTEMPTS} inconclusive, retrying: {e}");
+                attempt += 1;
+                std::thread::sleep(poll.max(Duration::from_millis(200)));
+            }
+            Err(e) => {
+                return Err((
+                    REFUSED,
+                    format!(
+                        "the store could not be checked: {e}. `tenure doctor --store {url}` runs the full check"
+                    ),
+                ));
+            }
+        }
+    }
 }
+
+/// Writers in `tenure run`'s start-up race (each on a handle of its own).
+const RACERS: usize = 4;
 
 fn default_uri(bind: SocketAddr) -> String {
     if bind.ip().is_unspecified() {

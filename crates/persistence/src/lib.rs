@@ -61,6 +61,7 @@ impl StoreLocation {
 }
 
 pub use probe::{
-    IGNORES_CONDITIONS_FIX, ProbeError, RaceError, probe_conditional_writes,
-    probe_conditional_writes_detailed, probe_create_race, probe_key,
+    IGNORES_CONDITIONS_FIX, ProbeError, RaceError, probe_concurrent_writes,
+    probe_conditional_writes, probe_conditional_writes_detailed, probe_create_race, probe_key,
+    probe_replace_race,
 };

@@ -50,33 +50,49 @@ pub enum ProbeError {
     Unusable(String),
 }
 
-/// Why [`probe_create_race`] failed.
+/// Why a race between concurrent conditional writes ([`probe_create_race`],
+/// [`probe_concurrent_writes`]) failed.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum RaceError {
-    /// One of the racing creates failed other than by a `Conflict`.
+    /// Not exactly one write won: the store checks the condition and writes in two steps, or
+    /// ignores it. A verdict: trying again will not help.
     #[error(
-        "{what}: {contenders} concurrent creates of {key}: {wins} won, {conflicts} conflicted, one failed: {source}"
+        "{what}: {contenders} concurrent {op} of {key}: {wins} won (exactly one must): {IGNORES_CONDITIONS_FIX}"
     )]
-    CreateFailed {
+    NotExactlyOne {
         /// The store's description.
         what: String,
+        /// What raced (`creates-if-absent`, `replaces-if-version`).
+        op: &'static str,
+        contenders: usize,
+        key: String,
+        wins: usize,
+    },
+    /// Some writes neither won nor lost (timed out or failed otherwise), and no two won: the
+    /// race proves nothing either way (a write whose outcome is unknown may have landed).
+    #[error(
+        "{what}: {contenders} concurrent {op} of {key}: inconclusive: {wins} won, {conflicts} lost, {timed_out} timed out, {failed} failed otherwise (the first: {source}){}",
+        if *timed_out > 0 { "; raise --storage-timeout and run it again" } else { "" }
+    )]
+    Inconclusive {
+        what: String,
+        op: &'static str,
         contenders: usize,
         key: String,
         wins: usize,
         conflicts: usize,
+        timed_out: usize,
+        failed: usize,
         #[source]
-        source: StoreError,
+        source: Box<StoreError>,
     },
-    /// Not exactly one create won: the store ignores `If-None-Match`.
-    #[error(
-        "{what}: {contenders} concurrent creates of {key}: {wins} won (exactly one must): {IGNORES_CONDITIONS_FIX}"
-    )]
-    NotExactlyOne {
-        what: String,
-        contenders: usize,
-        key: String,
-        wins: usize,
-    },
+}
+
+impl RaceError {
+    /// A verdict (the store is broken), not a race that could not finish.
+    pub fn is_verdict(&self) -> bool {
+        matches!(self, RaceError::NotExactlyOne { .. })
+    }
 }
 
 /// Two conflicting conditional writes must not both succeed: a create over an existing object
@@ -151,23 +167,28 @@ pub fn probe_conditional_writes_detailed(store: &dyn Store) -> Result<(), ProbeE
     result
 }
 
-/// `handles.len()` threads (one per handle, ideally opened independently) create one probe
-/// key at once: exactly one must win and the others see `Conflict`. Returns the number of
-/// contenders on success.
-pub fn probe_create_race(handles: &[Arc<dyn Store>]) -> Result<usize, RaceError> {
+/// Start `handles.len()` threads (one per handle, ideally opened independently) at once, each
+/// doing `op(handle, i)` on `key`; then exactly one must win and every other lose with a
+/// `Conflict`. Returns the number of contenders.
+fn race(
+    handles: &[Arc<dyn Store>],
+    what_op: &'static str,
+    key: &str,
+    op: impl Fn(&dyn Store, usize) -> Result<Version, StoreError> + Send + Sync + 'static,
+) -> Result<usize, RaceError> {
     let Some(first) = handles.first() else {
         return Ok(0);
     };
-    let key = probe_key();
     let barrier = Arc::new(Barrier::new(handles.len()));
+    let op = Arc::new(op);
     let threads: Vec<_> = handles
         .iter()
         .enumerate()
         .map(|(i, h)| {
-            let (h, barrier, key) = (h.clone(), barrier.clone(), key.clone());
+            let (h, barrier, op) = (h.clone(), barrier.clone(), op.clone());
             std::thread::spawn(move || {
                 barrier.wait();
-                h.create(&key, &body(&format!("racer {i}")))
+                op(&*h, i)
             })
         })
         .collect();
@@ -178,33 +199,93 @@ pub fn probe_create_race(handles: &[Arc<dyn Store>]) -> Result<usize, RaceError>
                 .unwrap_or_else(|_| Err(StoreError::Unavailable("a racing thread panicked".into())))
         })
         .collect();
-    let _ = first.delete(&key);
-    let wins = results.iter().filter(|r| r.is_ok()).count();
-    let conflicts = results
-        .iter()
-        .filter(|r| matches!(r, Err(StoreError::Conflict(_))))
-        .count();
+    let count =
+        |f: fn(&Result<Version, StoreError>) -> bool| results.iter().filter(|r| f(r)).count();
+    let wins = count(|r| r.is_ok());
+    let conflicts = count(|r| matches!(r, Err(StoreError::Conflict(_))));
+    let timed_out = count(|r| matches!(r, Err(StoreError::Timeout(_))));
+    let failed = results.len() - wins - conflicts - timed_out;
     let what = first.describe();
+    let contenders = handles.len();
+    // Two winners are proof whatever else happened; one winner beside unknown outcomes is not.
+    if wins > 1 || (wins == 0 && timed_out + failed == 0) {
+        return Err(RaceError::NotExactlyOne {
+            what,
+            op: what_op,
+            contenders,
+            key: key.to_string(),
+            wins,
+        });
+    }
     if let Some(Err(e)) = results
         .iter()
         .find(|r| !matches!(r, Ok(_) | Err(StoreError::Conflict(_))))
     {
-        return Err(RaceError::CreateFailed {
+        return Err(RaceError::Inconclusive {
             what,
-            contenders: handles.len(),
-            key,
+            op: what_op,
+            contenders,
+            key: key.to_string(),
             wins,
             conflicts,
-            source: e.clone(),
+            timed_out,
+            failed,
+            source: Box::new(e.clone()),
         });
     }
-    if wins != 1 {
-        return Err(RaceError::NotExactlyOne {
-            what,
+    Ok(contenders)
+}
+
+/// `handles.len()` threads (one per handle, ideally opened independently) create one probe
+/// key at once: exactly one must win and the others see `Conflict`. Returns the number of
+/// contenders on success.
+pub fn probe_create_race(handles: &[Arc<dyn Store>]) -> Result<usize, RaceError> {
+    let Some(first) = handles.first() else {
+        return Ok(0);
+    };
+    let key = probe_key();
+    let k = key.clone();
+    let result = race(handles, "creates-if-absent", &key, move |h, i| {
+        h.create(&k, &body(&format!("racer {i}")))
+    });
+    let _ = first.delete(&key);
+    result
+}
+
+/// `handles.len()` threads replace one probe record on the same version at once: exactly one
+/// must win. Returns the number of contenders on success.
+pub fn probe_replace_race(handles: &[Arc<dyn Store>]) -> Result<usize, RaceError> {
+    let Some(first) = handles.first() else {
+        return Ok(0);
+    };
+    let key = probe_key();
+    let version = first.create(&key, &body("base")).map_err(|e| {
+        let timed_out = usize::from(matches!(e, StoreError::Timeout(_)));
+        RaceError::Inconclusive {
+            what: first.describe(),
+            op: "replaces-if-version",
             contenders: handles.len(),
-            key,
-            wins,
-        });
-    }
-    Ok(handles.len())
+            key: key.clone(),
+            wins: 0,
+            conflicts: 0,
+            timed_out,
+            failed: 1 - timed_out,
+            source: Box::new(e),
+        }
+    })?;
+    let k = key.clone();
+    let result = race(handles, "replaces-if-version", &key, move |h, i| {
+        h.replace(&k, &body(&format!("racer {i}")), &version)
+    });
+    let _ = first.delete(&key);
+    result
+}
+
+/// What `tenure run` checks at start-up beside [`probe_conditional_writes`]: a create race and
+/// a replace race among `handles`. One request at a time cannot tell a store that checks a
+/// condition and then writes (not atomically) from one that does both in one step; a few
+/// concurrent writers can.
+pub fn probe_concurrent_writes(handles: &[Arc<dyn Store>]) -> Result<usize, RaceError> {
+    probe_create_race(handles)?;
+    probe_replace_race(handles)
 }

@@ -10,7 +10,10 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
-use tenure_persistence::{ObjOptions, ObjStore, probe_conditional_writes, probe_create_race};
+use tenure_persistence::{
+    ObjOptions, ObjStore, RaceError, probe_concurrent_writes, probe_conditional_writes,
+    probe_create_race, probe_replace_race,
+};
 use tenure_store::{LEASE_KEY, ReadResult, Store, StoreError, Version};
 use tenure_testkit::fake_s3::{DATE, Fake, Objects, Request, Response, object_server, serve};
 
@@ -56,6 +59,67 @@ fn a_server_ignoring_conditional_headers_is_refused_by_the_probe() {
     // The same fake with preconditions honoured passes: the probe tests the server, not the fake.
     let honest = object_server(Objects::new(false, 0));
     probe_conditional_writes(&open(&honest, Duration::from_secs(5))).unwrap();
+}
+
+/// Check-then-write (SeaweedFS 4.16's race): every condition holds one request at a time, so
+/// the sequential probe passes; concurrent creates and concurrent replaces on one version all
+/// win, and that is a verdict. With the check and the write in one step, both races pass.
+#[test]
+fn a_server_whose_conditions_race_passes_the_probe_but_not_the_races() {
+    let handles = |fake: &Fake| -> Vec<Arc<dyn Store>> {
+        (0..4)
+            .map(|_| Arc::new(open(fake, Duration::from_secs(5))) as Arc<dyn Store>)
+            .collect()
+    };
+    let racy = object_server(Objects::racy(Duration::from_millis(50)));
+    probe_conditional_writes(&open(&racy, Duration::from_secs(5))).unwrap();
+    for (race, op) in [
+        (
+            probe_create_race as fn(&[Arc<dyn Store>]) -> _,
+            "creates-if-absent",
+        ),
+        (probe_replace_race, "replaces-if-version"),
+    ] {
+        match race(&handles(&racy)) {
+            Err(e @ RaceError::NotExactlyOne { wins, .. }) => {
+                assert!(wins > 1, "{e}");
+                assert!(e.is_verdict());
+                assert!(e.to_string().contains(&format!("4 concurrent {op}")), "{e}");
+            }
+            other => panic!("{op}: {other:?}"),
+        }
+    }
+    let honest = object_server(Objects::new(false, 0));
+    assert_eq!(probe_concurrent_writes(&handles(&honest)), Ok(4));
+}
+
+/// A race whose writes time out proves nothing: inconclusive, every timeout counted, and the
+/// message says to raise the storage timeout.
+#[test]
+fn a_race_that_times_out_is_inconclusive_not_a_verdict() {
+    let fake = serve(Arc::new(|_: &Request| None));
+    let handles: Vec<Arc<dyn Store>> = (0..3)
+        .map(|_| Arc::new(open(&fake, Duration::from_millis(200))) as Arc<dyn Store>)
+        .collect();
+    for result in [probe_create_race(&handles), probe_replace_race(&handles)] {
+        let e = result.unwrap_err();
+        assert!(!e.is_verdict(), "{e}");
+        let text = e.to_string();
+        assert!(
+            text.contains("inconclusive") && text.contains("raise --storage-timeout"),
+            "{text}"
+        );
+    }
+    match probe_create_race(&handles) {
+        Err(RaceError::Inconclusive {
+            wins: 0,
+            conflicts: 0,
+            timed_out: 3,
+            failed: 0,
+            ..
+        }) => {}
+        other => panic!("{other:?}"),
+    }
 }
 
 #[test]

@@ -256,6 +256,10 @@ pub struct Objects {
     map: Mutex<HashMap<String, (Vec<u8>, String)>>,
     next: AtomicUsize,
     careless: bool,
+    /// Non-zero: a conditional PUT checks its condition, waits this long, then writes, not as
+    /// one step (SeaweedFS 4.16's race, its issue #8800): one request at a time sees every
+    /// condition enforced, concurrent ones can all win.
+    racy: Duration,
     /// Conditional PUTs still to answer with 409 before taking any.
     pub conflicts_left: AtomicUsize,
 }
@@ -266,7 +270,19 @@ impl Objects {
             map: Mutex::new(HashMap::new()),
             next: AtomicUsize::new(1),
             careless,
+            racy: Duration::ZERO,
             conflicts_left: AtomicUsize::new(conflicts),
+        })
+    }
+
+    /// Conditions checked, then `window` later the write: racy under concurrency only.
+    pub fn racy(window: Duration) -> Arc<Objects> {
+        Arc::new(Objects {
+            map: Mutex::new(HashMap::new()),
+            next: AtomicUsize::new(1),
+            careless: false,
+            racy: window,
+            conflicts_left: AtomicUsize::new(0),
         })
     }
 
@@ -350,6 +366,11 @@ impl Objects {
                             _ => {}
                         }
                     }
+                }
+                if conditional && !self.racy.is_zero() {
+                    drop(map);
+                    std::thread::sleep(self.racy);
+                    map = self.map.lock().unwrap_or_else(PoisonError::into_inner);
                 }
                 let etag = format!("\"{}\"", self.next.fetch_add(1, Ordering::SeqCst));
                 map.insert(req.path.clone(), (req.body.clone(), etag.clone()));
