@@ -368,6 +368,22 @@ fn run_names_a_missing_bucket_missing_credentials_and_an_unknown_scheme() {
         "{err}"
     );
 
+    // A plain-HTTP endpoint without AWS_ALLOW_HTTP: named at once, not "builder error" later.
+    let env = vec![
+        (
+            "AWS_ENDPOINT_URL".to_string(),
+            "http://127.0.0.1:9".to_string(),
+        ),
+        ("AWS_ACCESS_KEY_ID".to_string(), "k".to_string()),
+        ("AWS_SECRET_ACCESS_KEY".to_string(), "s".to_string()),
+    ];
+    let (code, err) = run("s3://b/ha", &env);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("plain HTTP") && err.contains("set AWS_ALLOW_HTTP=true"),
+        "{err}"
+    );
+
     let Some(endpoint) = moto::require() else {
         return;
     };

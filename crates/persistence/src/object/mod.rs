@@ -216,6 +216,12 @@ impl ObjStore {
     fn map_err(&self, op: &str, key: &str, e: object_store::Error) -> StoreError {
         use object_store::Error as E;
         let url = &self.url;
+        // A listing of the store's root has an empty prefix: name it rather than print "list :".
+        let key = if key.is_empty() {
+            "(the store's root)"
+        } else {
+            key
+        };
         match &e {
             E::NotFound { source, .. } if mentions_no_such_bucket(&**source) => {
                 StoreError::Unavailable(format!(

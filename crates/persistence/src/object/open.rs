@@ -82,6 +82,20 @@ pub enum ObjOpenError {
     )]
     NoS3Credentials { url: String, endpoint: String },
     /// object_store refused the S3 configuration; the fix is chosen from its message.
+    /// object_store refuses plain HTTP unless allowed, saying only "builder error" at the first
+    /// request: refused here, naming the variable.
+    #[error(
+        "--store {url}: the endpoint {endpoint} is plain HTTP, which the object-store client refuses unless allowed: set {var}=true (or use https://)"
+    )]
+    PlainHttp {
+        url: String,
+        endpoint: String,
+        var: &'static str,
+    },
+    #[error(
+        "--store {url}: GOOGLE_SKIP_SIGNATURE=true without credentials: object_store still asks the cloud metadata server for a token when it uploads (its issue #520), which hangs outside GCP; give GOOGLE_SERVICE_ACCOUNT, GOOGLE_APPLICATION_CREDENTIALS or GOOGLE_BEARER_TOKEN, or unset GOOGLE_SKIP_SIGNATURE"
+    )]
+    GcsSkipSignatureWithoutCredentials { url: String },
     #[error("--store {url}: {source}; {}", s3_fix(&source.to_string()))]
     S3Build {
         url: String,
@@ -218,6 +232,13 @@ impl ObjStore {
                     b = set_s3(b, url, k, v)?;
                 }
                 check_s3_credentials(&b, url)?;
+                check_plain_http(
+                    url,
+                    b.get_config_value(&AmazonS3ConfigKey::Endpoint)
+                        .or_else(|| b.get_config_value(&AmazonS3ConfigKey::S3Endpoint)),
+                    b.get_config_value(&AmazonS3ConfigKey::Client(ClientConfigKey::AllowHttp)),
+                    "AWS_ALLOW_HTTP",
+                )?;
                 b.with_bucket_name(bucket)
                     // ETag preconditions are what tenure relies on; never let the
                     // environment turn them off.
@@ -247,6 +268,7 @@ impl ObjStore {
                 for (k, v) in &opts.config {
                     b = set_gcs(b, url, k, v)?;
                 }
+                check_gcs_skip_signature(&b, url)?;
                 b.with_bucket_name(bucket)
                     .with_config(
                         GoogleConfigKey::Client(ClientConfigKey::Timeout),
@@ -272,6 +294,18 @@ impl ObjStore {
                 };
                 for (k, v) in &opts.config {
                     b = set_azure(b, url, k, v)?;
+                }
+                // The emulator (Azurite) is plain HTTP and object_store allows it by itself.
+                let emulator = b
+                    .get_config_value(&AzureConfigKey::UseEmulator)
+                    .is_some_and(|v| v.eq_ignore_ascii_case("true"));
+                if !emulator {
+                    check_plain_http(
+                        url,
+                        b.get_config_value(&AzureConfigKey::Endpoint),
+                        b.get_config_value(&AzureConfigKey::Client(ClientConfigKey::AllowHttp)),
+                        "AZURE_ALLOW_HTTP",
+                    )?;
                 }
                 b.with_container_name(bucket)
                     .with_config(
@@ -334,6 +368,45 @@ fn check_s3_credentials(b: &AmazonS3Builder, url: &str) -> Result<(), ObjOpenErr
         return Err(ObjOpenError::NoS3Credentials {
             url: url.to_string(),
             endpoint,
+        });
+    }
+    Ok(())
+}
+
+/// An `http://` endpoint needs `allow_http`, or every request fails with "builder error".
+fn check_plain_http(
+    url: &str,
+    endpoint: Option<String>,
+    allow: Option<String>,
+    var: &'static str,
+) -> Result<(), ObjOpenError> {
+    let allowed = allow.is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
+    match endpoint {
+        Some(e) if !allowed && e.trim().to_ascii_lowercase().starts_with("http://") => {
+            Err(ObjOpenError::PlainHttp {
+                url: url.to_string(),
+                endpoint: e,
+                var,
+            })
+        }
+        _ => Ok(()),
+    }
+}
+
+/// `GOOGLE_SKIP_SIGNATURE` signs nothing, yet object_store fetches a token for uploads from
+/// the metadata server: without credentials, every write would hang there.
+fn check_gcs_skip_signature(b: &GoogleCloudStorageBuilder, url: &str) -> Result<(), ObjOpenError> {
+    let set = |k: GoogleConfigKey| b.get_config_value(&k).is_some_and(|v| !v.trim().is_empty());
+    let skip = b
+        .get_config_value(&GoogleConfigKey::SkipSignature)
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
+    let credentials = set(GoogleConfigKey::ServiceAccount)
+        || set(GoogleConfigKey::ServiceAccountKey)
+        || set(GoogleConfigKey::ApplicationCredentials)
+        || set(GoogleConfigKey::BearerToken);
+    if skip && !credentials {
+        return Err(ObjOpenError::GcsSkipSignatureWithoutCredentials {
+            url: url.to_string(),
         });
     }
     Ok(())

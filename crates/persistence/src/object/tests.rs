@@ -94,7 +94,7 @@ fn gcs_and_azure_urls_open_without_contacting_anyone() {
         "gs://bucket/ha",
         ObjOptions {
             use_env: false,
-            config: vec![("google_skip_signature".into(), "true".into())],
+            config: vec![("google_bearer_token".into(), "token".into())],
             ..ObjOptions::default()
         },
     )
@@ -200,4 +200,69 @@ fn a_refused_connection_is_unavailable_not_a_panic() {
         s.delete(LEASE_KEY),
         Err(StoreError::InvalidKey(_))
     ));
+}
+
+/// Settings that object_store accepts but that fail only at the first request (or hang
+/// there) are refused at open, naming the fix.
+#[test]
+fn plain_http_and_unsigned_gcs_are_refused_at_open_naming_the_fix() {
+    let open = |url: &str, config: &[(&str, &str)]| {
+        ObjStore::open(
+            url,
+            ObjOptions {
+                use_env: false,
+                config: config
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+                ..ObjOptions::default()
+            },
+        )
+    };
+    let s3 = [
+        ("aws_endpoint", "http://127.0.0.1:9"),
+        ("aws_access_key_id", "k"),
+        ("aws_secret_access_key", "s"),
+        ("aws_region", "us-east-1"),
+    ];
+    let e = open("s3://b/p", &s3).unwrap_err().to_string();
+    assert!(
+        e.contains("http://127.0.0.1:9 is plain HTTP") && e.contains("set AWS_ALLOW_HTTP=true"),
+        "{e}"
+    );
+    let mut allowed = s3.to_vec();
+    allowed.push(("aws_allow_http", "true"));
+    open("s3://b/p", &allowed).unwrap();
+    let mut https = s3.to_vec();
+    https[0] = ("aws_endpoint", "https://127.0.0.1:9");
+    open("s3://b/p", &https).unwrap();
+
+    let az = [
+        ("azure_storage_account_name", "account"),
+        ("azure_storage_account_key", "a2V5"),
+        ("azure_storage_endpoint", "http://127.0.0.1:10000/account"),
+    ];
+    let e = open("az://c/p", &az).unwrap_err().to_string();
+    assert!(e.contains("set AZURE_ALLOW_HTTP=true"), "{e}");
+    let mut allowed = az.to_vec();
+    allowed.push(("azure_allow_http", "true"));
+    open("az://c/p", &allowed).unwrap();
+    // Azurite, the emulator: plain HTTP allowed by object_store itself.
+    open("az://c/p", &[("azure_storage_use_emulator", "true")]).unwrap();
+
+    let e = open("gs://b/p", &[("google_skip_signature", "true")])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("GOOGLE_SKIP_SIGNATURE=true without credentials") && e.contains("unset"),
+        "{e}"
+    );
+    open(
+        "gs://b/p",
+        &[
+            ("google_skip_signature", "true"),
+            ("google_bearer_token", "t"),
+        ],
+    )
+    .unwrap();
 }
