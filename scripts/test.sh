@@ -10,7 +10,9 @@
 #
 # The S3 tests (store conformance, end to end) run against moto on 127.0.0.1: the deps step
 # installs it (scripts/moto.sh, a virtualenv outside the repository), the moto step starts it
-# unless one of ours already runs, and the exit trap stops the one it started, by PID.
+# unless one of ours already runs, and the exit trap stops the one it started, by PID. The
+# seaweedfs step runs the S3 conformance suite, the S3 end-to-end scenarios and a short fault
+# campaign again on SeaweedFS, a real distributed object store (scripts/seaweedfs.sh, likewise).
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -20,11 +22,15 @@ STEP="start"
 DONE=()
 
 MOTO_OWNED=0
+SEAWEEDFS_OWNED=0
 on_exit() {
     local rc=$?
     local took=$((SECONDS - START))
     if [ "$MOTO_OWNED" = 1 ]; then
         bash scripts/moto.sh stop || true
+    fi
+    if [ "$SEAWEEDFS_OWNED" = 1 ]; then
+        bash scripts/seaweedfs.sh stop || true
     fi
     if ((rc == 0)); then
         echo
@@ -137,3 +143,26 @@ step e2e run_tests e2e --test-threads=1
 step chaos bash scripts/chaos.sh --retry-availability --trials "${TENURE_CHAOS_TRIALS:-80}"
 # The same on S3 (the moto started above), each node through its own fault proxy.
 step chaos-s3 bash scripts/chaos.sh --store s3 --retry-availability --trials "${TENURE_CHAOS_S3_TRIALS:-16}"
+# The same S3 tests on SeaweedFS (a real distributed object store; moto is a mock): the store
+# conformance suite, the S3 end-to-end scenarios, and a short fault campaign through the
+# per-node fault proxies.
+run_on_seaweedfs() {
+    bash scripts/seaweedfs.sh endpoint >/dev/null 2>&1 || SEAWEEDFS_OWNED=1
+    local endpoint name manifest exe failed=()
+    endpoint=$(bash scripts/seaweedfs.sh start)
+    echo "SeaweedFS S3 endpoint: $endpoint"
+    while IFS=$'\t' read -r name manifest exe; do
+        case $name in conformance_s3 | s3_failover) ;; *) continue ;; esac
+        echo "     Running $name on SeaweedFS (${exe#"$ROOT"/})"
+        (cd "$(dirname "$manifest")" && TENURE_S3_ENDPOINT=$endpoint TENURE_S3_SERVER=seaweedfs \
+            "$exe" --test-threads=1) || failed+=("$name")
+    done <"$TEST_LIST"
+    TENURE_S3_ENDPOINT=$endpoint TENURE_S3_SERVER=seaweedfs \
+        bash scripts/chaos.sh --store s3 --retry-availability --trials "${TENURE_CHAOS_SEAWEEDFS_TRIALS:-8}" ||
+        failed+=(chaos)
+    if ((${#failed[@]})); then
+        echo "seaweedfs: failed: ${failed[*]}" >&2
+        return 1
+    fi
+}
+step seaweedfs run_on_seaweedfs

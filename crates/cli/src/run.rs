@@ -396,10 +396,10 @@ fn open_object_store(
         timeout,
         ..Default::default()
     };
-    let open = || {
-        tenure_persistence::ObjStore::open(url, opts.clone()).map_err(|e| (REFUSED, e.to_string()))
+    let open = |opts: tenure_persistence::ObjOptions| {
+        tenure_persistence::ObjStore::open(url, opts).map_err(|e| (REFUSED, e.to_string()))
     };
-    let store = open()?;
+    let store = open(opts.clone())?;
     // An unreachable store may be a blip at boot; a broken one answers the same every time.
     const ATTEMPTS: u32 = 3;
     let mut attempt = 1;
@@ -422,11 +422,17 @@ fn open_object_store(
     let store: Arc<dyn Store> = Arc::new(store);
     // One request at a time cannot tell a store that checks a condition and then writes from
     // one that does both in one step; a few writers racing on their own connections can.
+    // The racers get a deadline of their own: a correct server may make the losers of a race
+    // wait (SeaweedFS answers their 412 after about a second), and a start-up check is not
+    // bound by the election's per-call deadline.
     let started = std::time::Instant::now();
-    let mut handles = vec![store.clone()];
-    for _ in 1..RACERS {
-        handles.push(Arc::new(open()?) as Arc<dyn Store>);
-    }
+    let racing = tenure_persistence::ObjOptions {
+        timeout: timeout.max(RACE_TIMEOUT),
+        ..opts
+    };
+    let handles = (0..RACERS)
+        .map(|_| open(racing.clone()).map(|s| Arc::new(s) as Arc<dyn Store>))
+        .collect::<Result<Vec<_>, _>>()?;
     let mut attempt = 1;
     loop {
         match tenure_persistence::probe_concurrent_writes(&handles) {
@@ -464,6 +470,8 @@ fn open_object_store(
 
 /// Writers in `tenure run`'s start-up race (each on a handle of its own).
 const RACERS: usize = 4;
+/// The least deadline of one write in that race.
+const RACE_TIMEOUT: Duration = Duration::from_secs(5);
 
 fn default_uri(bind: SocketAddr) -> String {
     if bind.ip().is_unspecified() {

@@ -64,6 +64,16 @@ pub fn endpoint() -> Result<String, String> {
         .clone()
 }
 
+/// Which S3 server `$TENURE_S3_ENDPOINT` is: `moto` (the default), or another named by
+/// `$TENURE_S3_SERVER` (`seaweedfs`), for the few checks that need moto's own API or that
+/// another server words differently.
+pub fn server() -> String {
+    std::env::var("TENURE_S3_SERVER")
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "moto".into())
+}
+
 /// The endpoint, or `None` when the caller asked to skip S3 with `TENURE_SKIP_S3=1` outside
 /// CI. Panics with the reason otherwise.
 pub fn require() -> Option<String> {

@@ -230,7 +230,7 @@ impl ObjStore {
             }
             E::PermissionDenied { .. } | E::Unauthenticated { .. } => {
                 StoreError::Unavailable(format!(
-                    "{url}: {op} {key}: access denied: check the credentials (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, GOOGLE_*, AZURE_*) and their rights on the bucket: {e}"
+                    "{url}: {op} {key}: access denied: check the credentials (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, GOOGLE_*, AZURE_*) and their rights on the bucket, and check that the bucket exists (some servers, SeaweedFS among them, deny a write to a missing bucket): {e}"
                 ))
             }
             _ if is_timeout(&e) => StoreError::Timeout(self.timeout),
