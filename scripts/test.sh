@@ -10,7 +10,8 @@
 #
 # The S3 tests (store conformance, end to end) run against moto on 127.0.0.1: the deps step
 # installs it (scripts/moto.sh, a virtualenv outside the repository), the moto step starts it
-# unless one of ours already runs, and the exit trap stops the one it started, by PID. The
+# unless one of ours already runs, and the exit trap stops the one it started, by PID; Azurite
+# (scripts/azurite.sh, from npm) likewise for the Azure tests. The
 # seaweedfs step runs the S3 conformance suite, the S3 end-to-end scenarios and a short fault
 # campaign again on SeaweedFS, a real distributed object store (scripts/seaweedfs.sh, likewise).
 set -euo pipefail
@@ -23,6 +24,7 @@ DONE=()
 
 MOTO_OWNED=0
 SEAWEEDFS_OWNED=0
+AZURITE_OWNED=0
 on_exit() {
     local rc=$?
     local took=$((SECONDS - START))
@@ -31,6 +33,9 @@ on_exit() {
     fi
     if [ "$SEAWEEDFS_OWNED" = 1 ]; then
         bash scripts/seaweedfs.sh stop || true
+    fi
+    if [ "$AZURITE_OWNED" = 1 ]; then
+        bash scripts/azurite.sh stop || true
     fi
     if ((rc == 0)); then
         echo
@@ -83,6 +88,16 @@ start_moto() {
     echo "TENURE_S3_ENDPOINT=$TENURE_S3_ENDPOINT"
 }
 step moto start_moto
+
+# Azurite, Microsoft's Azure Storage emulator, for the Azure conformance suite (unit step) and
+# the Azure end-to-end scenarios (e2e step).
+start_azurite() {
+    bash scripts/azurite.sh endpoint >/dev/null 2>&1 || AZURITE_OWNED=1
+    TENURE_AZURITE_ENDPOINT=$(bash scripts/azurite.sh start)
+    export TENURE_AZURITE_ENDPOINT
+    echo "TENURE_AZURITE_ENDPOINT=$TENURE_AZURITE_ENDPOINT"
+}
+step azurite start_azurite
 
 export TENURE_BIN=$TARGET_DIR/$PROFILE_DIR/tenure
 [ -x "$TENURE_BIN" ] || { echo "no binary at $TENURE_BIN after the build" >&2; exit 1; }

@@ -18,6 +18,20 @@ pub fn s3_cluster(timing: Timing, tag: &str) -> Option<Cluster> {
     ))
 }
 
+/// A cluster on `az://<fresh container>/tenure` on Azurite (the Azure Storage emulator), or
+/// `None` when the caller asked to skip Azure (`TENURE_SKIP_AZURE=1`, outside CI).
+pub fn azure_cluster(timing: Timing, tag: &str) -> Option<Cluster> {
+    use tenure_testkit::azurite;
+    let endpoint = azurite::require()?;
+    let container = azurite::unique_container(tag);
+    azurite::create_container(&endpoint, &container).unwrap_or_else(|e| panic!("{e}"));
+    Some(Cluster::with_store_url(
+        timing,
+        &format!("az://{container}/tenure"),
+        azurite::env(&endpoint),
+    ))
+}
+
 /// One request as moto's recorder saw it.
 #[derive(Clone, Debug)]
 pub struct Recorded {

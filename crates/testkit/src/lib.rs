@@ -6,9 +6,11 @@
 //! - [`conformance`]: the one suite every [`tenure_store::Store`] backend must pass;
 //! - [`fake_s3`]: tiny S3 servers for the failures no real server shows on demand;
 //! - [`moto`]: the local S3 server (`scripts/moto.sh`) that the S3 tests run against;
+//! - [`azurite`]: the Azure Storage emulator (`scripts/azurite.sh`) of the Azure tests;
 //! - [`harness`]: machines on simulated time over one in-memory store, for the election's
 //!   tests and benchmark.
 
+pub mod azurite;
 pub mod conformance;
 pub mod fake_s3;
 pub mod harness;
