@@ -3,8 +3,9 @@
 //!
 //! usage: bench_failover [RUNS] [T] [p] [STORE]   (defaults: 10 runs, T = 2s, p = 200ms, dir)
 //!
-//! STORE is `dir` (a local directory) or `s3` (a fresh bucket on the local moto server, see
-//! `tenure_testkit::moto`).
+//! STORE is `dir` (a local directory), `s3` (a fresh bucket on the S3 server at
+//! `$TENURE_S3_ENDPOINT`: moto, or SeaweedFS; see `tenure_testkit::moto`) or `azure` (a fresh
+//! container on Azurite at `$TENURE_AZURITE_ENDPOINT`).
 //!
 //! For each run: a fresh 3-node cluster; kill -9 of the master, time until another node
 //! answers MASTER (reported as failover − T); then SIGTERM of the new master, time until a third
@@ -20,7 +21,9 @@ fn cluster(store: &str, timing: Timing) -> Cluster {
         "dir" => Cluster::new(timing),
         "s3" => tenure_tests::s3::s3_cluster(timing, "bench")
             .expect("no S3 server: unset TENURE_SKIP_S3 to start moto"),
-        other => panic!("STORE is dir or s3, not {other:?}"),
+        "azure" => tenure_tests::s3::azure_cluster(timing, "bench")
+            .expect("no Azurite: set TENURE_AZURITE_ENDPOINT"),
+        other => panic!("STORE is dir, s3 or azure, not {other:?}"),
     }
 }
 
