@@ -14,6 +14,7 @@
 #   TENURE_AZURITE_DIR    the install, pid, endpoint, log and data (default ${XDG_CACHE_HOME:-$HOME/.cache}/tenure/azurite)
 #   TENURE_AZURITE_PORT   the blob port (default 10000, the emulator's usual one)
 set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/server-lib.sh"
 
 AZURITE_VERSION=3.35.0
 STATE=${TENURE_AZURITE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/tenure/azurite}
@@ -67,7 +68,7 @@ start() {
     if running_endpoint; then
         return 0
     fi
-    [ -f "$PIDFILE" ] && stop_pid "$(cat "$PIDFILE")"
+    [ -f "$PIDFILE" ] && stop_pid "$(cat "$PIDFILE")" azurite
     rm -rf "$DATA" "$PIDFILE" "$ENDPOINT_FILE"
     mkdir -p "$DATA"
     : >"$LOG"
@@ -82,27 +83,15 @@ start() {
         kill -0 "$pid" 2>/dev/null || { tail -20 "$LOG" >&2; die "azurite exited at start"; }
         sleep 0.2
     done
-    answers "$endpoint" || { tail -20 "$LOG" >&2; stop_pid "$pid"; die "azurite at $endpoint does not answer within 20s"; }
+    answers "$endpoint" || { tail -20 "$LOG" >&2; stop_pid "$pid" azurite; die "azurite at $endpoint does not answer within 20s"; }
     echo "$endpoint" >"$ENDPOINT_FILE"
     echo "azurite.sh: Azurite $AZURITE_VERSION serving blobs at $endpoint (pid $pid, log $LOG)" >&2
     echo "$endpoint"
 }
 
-stop_pid() {
-    local pid=$1 i
-    # Only the process we started.
-    grep -q azurite "/proc/$pid/cmdline" 2>/dev/null || return 0
-    kill "$pid" 2>/dev/null || return 0
-    for i in $(seq 1 100); do
-        kill -0 "$pid" 2>/dev/null || return 0
-        sleep 0.05
-    done
-    kill -9 "$pid" 2>/dev/null || true
-}
-
 stop() {
     if [ -f "$PIDFILE" ]; then
-        stop_pid "$(cat "$PIDFILE")"
+        stop_pid "$(cat "$PIDFILE")" azurite
         echo "azurite.sh: stopped Azurite (pid $(cat "$PIDFILE"))" >&2
     fi
     rm -rf "$PIDFILE" "$ENDPOINT_FILE" "$DATA"

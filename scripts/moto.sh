@@ -14,6 +14,7 @@
 #   TENURE_MOTO_DIR    pid, endpoint and log files (default ${XDG_CACHE_HOME:-$HOME/.cache}/tenure/moto)
 #   PYTHON             the interpreter that creates the virtualenv (default python3)
 set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/server-lib.sh"
 
 MOTO_VERSION=5.2.5
 CACHE=${XDG_CACHE_HOME:-$HOME/.cache}/tenure
@@ -73,7 +74,7 @@ start() {
         return 0
     fi
     if [ -f "$PIDFILE" ]; then
-        stop_pid "$(cat "$PIDFILE")"
+        stop_pid "$(cat "$PIDFILE")" moto_server
         rm -f "$PIDFILE" "$ENDPOINT_FILE"
     fi
     : >"$LOG"
@@ -92,21 +93,11 @@ start() {
         kill -0 "$pid" 2>/dev/null || { cat "$LOG" >&2; die "moto_server exited at start"; }
         sleep 0.05
     done
-    [ -n "$endpoint" ] || { cat "$LOG" >&2; stop_pid "$pid"; die "moto_server printed no address within 10s"; }
+    [ -n "$endpoint" ] || { cat "$LOG" >&2; stop_pid "$pid" moto_server; die "moto_server printed no address within 10s"; }
     echo "$endpoint" >"$ENDPOINT_FILE"
-    running_endpoint >/dev/null || { stop_pid "$pid"; die "moto_server at $endpoint does not answer"; }
+    running_endpoint >/dev/null || { stop_pid "$pid" moto_server; die "moto_server at $endpoint does not answer"; }
     echo "moto.sh: moto $MOTO_VERSION serving $endpoint (pid $pid, log $LOG)" >&2
     echo "$endpoint"
-}
-
-stop_pid() {
-    local pid=$1 i
-    kill "$pid" 2>/dev/null || return 0
-    for i in $(seq 1 100); do
-        kill -0 "$pid" 2>/dev/null || return 0
-        sleep 0.05
-    done
-    kill -9 "$pid" 2>/dev/null || true
 }
 
 stop() {
@@ -115,7 +106,7 @@ stop() {
     pid=$(cat "$PIDFILE")
     # Only the process we started: check it is a moto_server before signalling it.
     if grep -q moto_server "/proc/$pid/cmdline" 2>/dev/null; then
-        stop_pid "$pid"
+        stop_pid "$pid" moto_server
         echo "moto.sh: stopped moto (pid $pid)" >&2
     fi
     rm -f "$PIDFILE" "$ENDPOINT_FILE"

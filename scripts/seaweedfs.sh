@@ -18,6 +18,7 @@
 #                           master +1000, volume +1001, filer +1002, each gRPC port +10000)
 #   PYTHON                  the interpreter that creates the virtualenv (default python3)
 set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/server-lib.sh"
 
 SEAWEEDFS_VERSION=4.48
 CACHE=${XDG_CACHE_HOME:-$HOME/.cache}/tenure
@@ -79,7 +80,7 @@ start() {
     if running_endpoint; then
         return 0
     fi
-    [ -f "$PIDFILE" ] && stop_pid "$(cat "$PIDFILE")"
+    [ -f "$PIDFILE" ] && stop_pid "$(cat "$PIDFILE")" weed
     rm -rf "$DATA" "$PIDFILE" "$ENDPOINT_FILE"
     mkdir -p "$DATA"
     : >"$LOG"
@@ -98,27 +99,15 @@ start() {
         kill -0 "$pid" 2>/dev/null || { tail -20 "$LOG" >&2; die "weed server exited at start"; }
         sleep 0.5
     done
-    ready "$endpoint" || { tail -20 "$LOG" >&2; stop_pid "$pid"; die "weed server at $endpoint not ready within 60s"; }
+    ready "$endpoint" || { tail -20 "$LOG" >&2; stop_pid "$pid" weed; die "weed server at $endpoint not ready within 60s"; }
     echo "$endpoint" >"$ENDPOINT_FILE"
     echo "seaweedfs.sh: SeaweedFS $SEAWEEDFS_VERSION serving S3 at $endpoint (pid $pid, log $LOG)" >&2
     echo "$endpoint"
 }
 
-stop_pid() {
-    local pid=$1 i
-    # Only the process we started.
-    grep -q weed "/proc/$pid/cmdline" 2>/dev/null || return 0
-    kill "$pid" 2>/dev/null || return 0
-    for i in $(seq 1 100); do
-        kill -0 "$pid" 2>/dev/null || return 0
-        sleep 0.05
-    done
-    kill -9 "$pid" 2>/dev/null || true
-}
-
 stop() {
     if [ -f "$PIDFILE" ]; then
-        stop_pid "$(cat "$PIDFILE")"
+        stop_pid "$(cat "$PIDFILE")" weed
         echo "seaweedfs.sh: stopped SeaweedFS (pid $(cat "$PIDFILE"))" >&2
     fi
     rm -rf "$PIDFILE" "$ENDPOINT_FILE" "$DATA"

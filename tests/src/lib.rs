@@ -127,6 +127,68 @@ pub fn tenure_bin() -> PathBuf {
     }
 }
 
+/// `tenure <args>` with `stdin` as its input (none: /dev/null) → (exit code, stdout, stderr),
+/// both trimmed.
+pub fn run_tenure(args: &[&str], stdin: Option<&str>) -> (i32, String, String) {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(tenure_bin())
+        .args(args)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run tenure");
+    if let Some(input) = stdin {
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(input.as_bytes())
+            .expect("write stdin");
+    }
+    let out = child.wait_with_output().expect("tenure finished");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).trim().to_string(),
+        String::from_utf8_lossy(&out.stderr).trim().to_string(),
+    )
+}
+
+/// `tenure hash-password` of `pw`: its PHC string (argon2), checked to be one.
+pub fn hash_password(pw: &str) -> String {
+    let (code, out, err) = run_tenure(&["hash-password"], Some(&format!("{pw}\n")));
+    assert_eq!(code, 0, "hash-password failed: {err}");
+    assert!(out.starts_with("$argon2"), "not a PHC hash: {out}");
+    out
+}
+
+/// The users most API tests use: an admin `admin:s3cret` and a reader `viewer:look`.
+pub const ADMIN_AND_READER: &[(&str, &str, &str)] =
+    &[("admin", "s3cret", "admin"), ("viewer", "look", "reader")];
+
+/// A `--users` file `users.json` in `dir` for `(name, password, role)`s, the passwords hashed
+/// with `tenure hash-password`; returns its path.
+pub fn users_file(dir: &Path, users: &[(&str, &str, &str)]) -> String {
+    let users: serde_json::Map<String, serde_json::Value> = users
+        .iter()
+        .map(|(name, pw, role)| {
+            (
+                name.to_string(),
+                serde_json::json!({"password": hash_password(pw), "role": role}),
+            )
+        })
+        .collect();
+    let path = dir.join("users.json");
+    std::fs::write(&path, serde_json::json!({ "users": users }).to_string())
+        .expect("write users.json");
+    path.to_string_lossy().into_owned()
+}
+
 /// Runs `tenure init --store STORE --heartbeat-timeout T EXTRA…` with `env` (and no other
 /// `TENURE_*` variable), as an operator does once before the first `tenure run` of a cluster
 /// (`run` never creates one); panics with its output if it fails.

@@ -5,58 +5,13 @@
 
 use base64::Engine;
 use base64::prelude::BASE64_STANDARD;
-use std::io::Write;
-use std::process::{Command, Stdio};
 use std::time::Instant;
 use tenure_tests::expect::settle_timeout;
-use tenure_tests::{Cluster, NodeSpec, serial, tenure_bin, wait_until};
+use tenure_tests::{
+    ADMIN_AND_READER, Cluster, NodeSpec, run_tenure, serial, users_file, wait_until,
+};
 
 const THREE: [&str; 3] = ["node-a", "node-b", "node-c"];
-
-/// `tenure <args>` → (exit code, stdout, stderr).
-fn tenure(args: &[&str], stdin: Option<&str>) -> (i32, String, String) {
-    let mut cmd = Command::new(tenure_bin());
-    cmd.args(args)
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().expect("run tenure");
-    if let Some(input) = stdin {
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(input.as_bytes())
-            .unwrap();
-    }
-    let out = child.wait_with_output().expect("tenure finished");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).trim().to_string(),
-        String::from_utf8_lossy(&out.stderr).trim().to_string(),
-    )
-}
-
-/// A users file with an admin (`admin:s3cret`) and a reader (`viewer:look`).
-fn users_file(c: &Cluster) -> String {
-    let hash = |pw: &str| {
-        let (code, out, err) = tenure(&["hash-password"], Some(&format!("{pw}\n")));
-        assert_eq!(code, 0, "hash-password failed: {err}");
-        assert!(out.starts_with("$argon2"), "not a PHC hash: {out}");
-        out
-    };
-    let users = serde_json::json!({"users": {
-        "admin": {"password": hash("s3cret"), "role": "admin"},
-        "viewer": {"password": hash("look"), "role": "reader"},
-    }});
-    let path = c.root().join("users.json");
-    std::fs::write(&path, users.to_string()).unwrap();
-    path.to_string_lossy().into_owned()
-}
 
 fn start_with_users(c: &mut Cluster, users: &str) {
     for n in THREE {
@@ -69,16 +24,16 @@ fn demote_hands_over_and_promote_switches_over() {
     let _serial = serial();
     let mut c = Cluster::standard();
     let tm = c.timing;
-    let users = users_file(&c);
+    let users = users_file(c.root(), ADMIN_AND_READER);
     start_with_users(&mut c, &users);
     let (old, old_epoch) = c.wait_stable_master(&THREE, settle_timeout(&tm));
     let url = c.node(&old).base_url();
 
     // Anonymous and reader callers cannot change anything; nothing moves.
-    let (code, _, err) = tenure(&["demote", "--url", &url], None);
+    let (code, _, err) = run_tenure(&["demote", "--url", &url], None);
     assert_eq!(code, 1, "anonymous demote must fail: {err}");
     assert!(err.contains("user:password"), "{err}");
-    let (code, _, err) = tenure(&["demote", "--url", &url, "-u", "viewer:look"], None);
+    let (code, _, err) = run_tenure(&["demote", "--url", &url, "-u", "viewer:look"], None);
     assert_eq!(code, 1);
     assert!(
         err.to_lowercase().contains("admin") || err.contains("403"),
@@ -89,7 +44,7 @@ fn demote_hands_over_and_promote_switches_over() {
     // An admin demotes the master: it answers the previous state and another node takes over
     // within a poll period (the release nudges the standbys).
     let asked = Instant::now();
-    let (code, out, err) = tenure(&["demote", "--url", &url, "-u", "admin:s3cret"], None);
+    let (code, out, err) = run_tenure(&["demote", "--url", &url, "-u", "admin:s3cret"], None);
     assert_eq!((code, out.as_str()), (0, "MASTER"), "demote: {err}");
     let onset = c.wait_takeover(asked, &[&old], tm.t + tm.margin);
     assert!(
@@ -105,7 +60,7 @@ fn demote_hands_over_and_promote_switches_over() {
     // nudge; the holder releases naming it as successor.
     std::thread::sleep(tm.p * 3);
     let asked = Instant::now();
-    let (code, out, err) = tenure(&["promote", "--url", &url, "-u", "admin:s3cret"], None);
+    let (code, out, err) = run_tenure(&["promote", "--url", &url, "-u", "admin:s3cret"], None);
     assert_eq!((code, out.as_str()), (0, "STANDBY"), "promote: {err}");
     let onset = c.wait_takeover(
         asked,
@@ -129,7 +84,7 @@ fn priority_and_clearing_records_work_for_an_admin() {
     let _serial = serial();
     let mut c = Cluster::standard();
     let tm = c.timing;
-    let users = users_file(&c);
+    let users = users_file(c.root(), ADMIN_AND_READER);
     start_with_users(&mut c, &users);
     let (master, _) = c.wait_stable_master(&THREE, settle_timeout(&tm));
     let standby = THREE.iter().find(|n| **n != master).unwrap();
@@ -229,7 +184,7 @@ fn an_unusable_store_is_refused_with_the_path() {
     let c = Cluster::standard();
     let file = c.root().join("not-a-directory");
     std::fs::write(&file, b"x").unwrap();
-    let (code, _, err) = tenure(
+    let (code, _, err) = run_tenure(
         &[
             "run",
             "--node-name",

@@ -7,8 +7,7 @@
 
 use base64::Engine;
 use base64::prelude::BASE64_STANDARD;
-use std::io::Write;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::Duration;
 use tenure_tests::brooklyn::{
     ApiError, HaMetrics, HighAvailabilitySummary, UpExtended, VersionSummary,
@@ -17,6 +16,7 @@ use tenure_tests::brooklyn::{
 use tenure_tests::cluster::free_port;
 use tenure_tests::expect::settle_timeout;
 use tenure_tests::spawn::{prepare, run_args};
+use tenure_tests::{ADMIN_AND_READER, run_tenure, users_file};
 use tenure_tests::{
     BROOKLYN_STATES_PATH, Cluster, NodeSpec, STATE_PATH, dur_arg, serial, tenure_bin, wait_for,
     wait_until,
@@ -26,51 +26,6 @@ const THREE: [&str; 3] = ["node-a", "node-b", "node-c"];
 /// The users of [`users_file`], as `user:password`.
 const ADMIN: &str = "admin:s3cret";
 const VIEWER: &str = "viewer:look";
-
-/// `tenure <args>` → (exit code, stdout, stderr).
-fn tenure(args: &[&str], stdin: Option<&str>) -> (i32, String, String) {
-    let mut cmd = Command::new(tenure_bin());
-    cmd.args(args)
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().expect("run tenure");
-    if let Some(input) = stdin {
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(input.as_bytes())
-            .unwrap();
-    }
-    let out = child.wait_with_output().expect("tenure finished");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).trim().to_string(),
-        String::from_utf8_lossy(&out.stderr).trim().to_string(),
-    )
-}
-
-/// A users file with an admin (`admin:s3cret`) and a reader (`viewer:look`).
-fn users_file(c: &Cluster) -> String {
-    let hash = |pw: &str| {
-        let (code, out, err) = tenure(&["hash-password"], Some(&format!("{pw}\n")));
-        assert_eq!(code, 0, "hash-password failed: {err}");
-        assert!(out.starts_with("$argon2"), "not a PHC hash: {out}");
-        out
-    };
-    let users = serde_json::json!({"users": {
-        "admin": {"password": hash("s3cret"), "role": "admin"},
-        "viewer": {"password": hash("look"), "role": "reader"},
-    }});
-    let path = c.root().join("users.json");
-    std::fs::write(&path, users.to_string()).unwrap();
-    path.to_string_lossy().into_owned()
-}
 
 /// One HTTP answer.
 #[derive(Debug)]
@@ -243,7 +198,7 @@ fn wait_stable_master_as_viewer(c: &Cluster, http: &Http, names: &[&str]) -> Str
 
 /// The version `tenure --version` prints (`tenure 0.1.0` → `0.1.0`).
 fn tenure_version() -> String {
-    let (code, out, err) = tenure(&["--version"], None);
+    let (code, out, err) = run_tenure(&["--version"], None);
     assert_eq!(code, 0, "tenure --version: {err}");
     out.split_whitespace()
         .last()
@@ -404,7 +359,7 @@ fn check_brooklyn_reads(c: &Cluster, http: &Http, own: &str, master: &str) {
 fn every_brooklyn_read_binds_strictly_on_the_master_and_a_standby() {
     let _serial = serial();
     let mut c = Cluster::standard();
-    let users = users_file(&c);
+    let users = users_file(c.root(), ADMIN_AND_READER);
     for n in THREE {
         // No --public-state: every read below needs the reader's login.
         c.start(NodeSpec::new(n).args(&["--users", &users]));
@@ -431,7 +386,7 @@ fn assert_api_error(r: &Reply, status: u16, what: &str) -> ApiError {
 fn errors_are_brooklyn_api_errors_with_the_status() {
     let _serial = serial();
     let mut c = Cluster::standard();
-    let users = users_file(&c);
+    let users = users_file(c.root(), ADMIN_AND_READER);
     c.start(NodeSpec::new("node-a").args(&["--users", &users]));
     let base = c.node("node-a").base_url();
     let http = Http::new();

@@ -8,56 +8,21 @@
 use base64::Engine;
 use base64::prelude::BASE64_STANDARD;
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use tenure_tests::expect::{
     assert_kept_answering, assert_never_master_since, expect_exit, settle_timeout,
 };
-use tenure_tests::{Cluster, History, Node, NodeSpec, observe_for, serial, tenure_bin, wait_until};
+use tenure_tests::{
+    ADMIN_AND_READER, Cluster, History, Node, NodeSpec, observe_for, serial, users_file, wait_until,
+};
 
 const THREE: [&str; 3] = ["node-a", "node-b", "node-c"];
 const ADMIN: &str = "admin:s3cret";
 const READER: &str = "viewer:look";
 
-// ---- helpers (small copies of api.rs's, plus a raw HTTP client) ----
-
-/// `tenure hash-password` of `pw` (a PHC string).
-fn hash_password(pw: &str) -> String {
-    let mut child = Command::new(tenure_bin())
-        .arg("hash-password")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run tenure hash-password");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(format!("{pw}\n").as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().expect("tenure finished");
-    let hash = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    assert!(
-        out.status.success() && hash.starts_with("$argon2"),
-        "hash-password failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    hash
-}
-
-/// A users file with an admin (`admin:s3cret`) and a reader (`viewer:look`).
-fn users_file(c: &Cluster) -> String {
-    let users = serde_json::json!({"users": {
-        "admin": {"password": hash_password("s3cret"), "role": "admin"},
-        "viewer": {"password": hash_password("look"), "role": "reader"},
-    }});
-    let path = c.root().join("users.json");
-    std::fs::write(&path, users.to_string()).unwrap();
-    path.to_string_lossy().into_owned()
-}
+// ---- helpers (a raw HTTP client) ----
 
 fn basic(user_pw: &str) -> String {
     format!("Basic {}", BASE64_STANDARD.encode(user_pw))
@@ -201,7 +166,7 @@ fn a_runtime_disabled_node_holds_no_lease_until_it_is_set_back_to_auto() {
     let tm = c.timing;
     // Changes need an admin (without --users every change is refused); --public-state keeps
     // the observer's unauthenticated state requests working.
-    let users = users_file(&c);
+    let users = users_file(c.root(), ADMIN_AND_READER);
     for n in THREE {
         c.start(NodeSpec::new(n).args(&["--users", &users, "--public-state"]));
     }
@@ -409,7 +374,7 @@ fn an_admin_exports_the_stores_records_as_a_zip() {
     let _serial = serial();
     let mut c = Cluster::standard();
     let tm = c.timing;
-    let users = users_file(&c);
+    let users = users_file(c.root(), ADMIN_AND_READER);
     for n in THREE {
         c.start(NodeSpec::new(n).args(&["--users", &users, "--public-state"]));
     }

@@ -21,6 +21,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use tenure_tests::cluster::free_port;
 use tenure_tests::expect::settle_timeout;
+use tenure_tests::users_file;
 use tenure_tests::{
     Cluster, NodeSpec, Timing, serial, spawn, wait_for, wait_until, workspace_root,
 };
@@ -443,7 +444,10 @@ fn haproxy(template: &str, auth: bool) {
     let mut c = Cluster::standard();
     let mut node_args = Vec::new();
     if auth {
-        node_args = vec!["--users".to_string(), users_file(&c)];
+        node_args = vec![
+            "--users".to_string(),
+            users_file(c.root(), &[("monitor", "secret", "reader")]),
+        ];
     }
     for n in THREE {
         c.start(NodeSpec::new(n).args(&node_args.iter().map(String::as_str).collect::<Vec<_>>()));
@@ -485,28 +489,6 @@ fn haproxy(template: &str, auth: bool) {
     exercise(&mut c, &proxy, &mut d, auth.then_some("monitor:secret"));
 }
 
-/// A users file with a reader `monitor:secret`, made with `tenure hash-password`.
-fn users_file(c: &Cluster) -> String {
-    let mut child = Command::new(tenure_tests::tenure_bin())
-        .arg("hash-password")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("run tenure hash-password");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(b"secret\n")
-        .expect("write password");
-    let out = child.wait_with_output().expect("hash-password");
-    let hash = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    assert!(hash.starts_with("$argon2"), "not a hash: {hash}");
-    let users = serde_json::json!({"users": {"monitor": {"password": hash, "role": "reader"}}});
-    let p = write(c.root(), "users.json", &users.to_string());
-    p.to_string_lossy().into_owned()
-}
-
 #[test]
 fn haproxy_sends_traffic_to_the_master_only_and_follows_a_failover() {
     haproxy("haproxy/haproxy.cfg", false);
@@ -522,7 +504,7 @@ fn apache_hcheck_sends_traffic_to_the_master_only_and_follows_a_failover() {
     let _serial = serial();
     let mut c = Cluster::standard();
     // Apache cannot send credentials: the state stays public.
-    let users = users_file(&c);
+    let users = users_file(c.root(), &[("monitor", "secret", "reader")]);
     for n in THREE {
         c.start(NodeSpec::new(n).args(&["--users", &users, "--public-state"]));
     }

@@ -54,6 +54,22 @@ fn tenure(args: &[&str], env: &[(String, String)], limit: Duration) -> (Output, 
     (out, took)
 }
 
+/// `tenure run` of one node `node-a` on `store` (a free port) with `extra` flags, as the
+/// refusals at start are tested: it is expected to exit within 30 s.
+fn run_one(store: &str, extra: &[&str], env: &[(String, String)]) -> (Output, Duration) {
+    let mut args = vec![
+        "run",
+        "--node-name",
+        "node-a",
+        "--store",
+        store,
+        "--bind",
+        "127.0.0.1:0",
+    ];
+    args.extend_from_slice(extra);
+    tenure(&args, env, Duration::from_secs(30))
+}
+
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
@@ -206,13 +222,7 @@ fn a_server_ignoring_conditional_writes_is_refused_by_doctor_and_run() {
     let _serial = serial();
     let objects = Objects::new(true, 0);
     let fake = object_server(objects.clone());
-    let env = vec![
-        ("AWS_ENDPOINT_URL".to_string(), fake.endpoint.clone()),
-        ("AWS_ALLOW_HTTP".to_string(), "true".to_string()),
-        ("AWS_ACCESS_KEY_ID".to_string(), "k".to_string()),
-        ("AWS_SECRET_ACCESS_KEY".to_string(), "s".to_string()),
-        ("AWS_REGION".to_string(), "us-east-1".to_string()),
-    ];
+    let env = moto::env(&fake.endpoint);
     let (out, _) = tenure(
         &["doctor", "--store", "s3://careless/ha"],
         &env,
@@ -231,19 +241,7 @@ fn a_server_ignoring_conditional_writes_is_refused_by_doctor_and_run() {
         assert!(stdout.contains(needle), "missing {needle:?} in:\n{stdout}");
     }
 
-    let (out, took) = tenure(
-        &[
-            "run",
-            "--node-name",
-            "node-a",
-            "--store",
-            "s3://careless/ha",
-            "--bind",
-            "127.0.0.1:0",
-        ],
-        &env,
-        Duration::from_secs(30),
-    );
+    let (out, took) = run_one("s3://careless/ha", &[], &env);
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(
@@ -267,26 +265,8 @@ fn a_server_whose_conditional_writes_race_is_refused_by_run_and_doctor() {
     let _serial = serial();
     let objects = Objects::racy(Duration::from_millis(50));
     let fake = object_server(objects.clone());
-    let env = vec![
-        ("AWS_ENDPOINT_URL".to_string(), fake.endpoint.clone()),
-        ("AWS_ALLOW_HTTP".to_string(), "true".to_string()),
-        ("AWS_ACCESS_KEY_ID".to_string(), "k".to_string()),
-        ("AWS_SECRET_ACCESS_KEY".to_string(), "s".to_string()),
-        ("AWS_REGION".to_string(), "us-east-1".to_string()),
-    ];
-    let (out, took) = tenure(
-        &[
-            "run",
-            "--node-name",
-            "node-a",
-            "--store",
-            "s3://racy/ha",
-            "--bind",
-            "127.0.0.1:0",
-        ],
-        &env,
-        Duration::from_secs(30),
-    );
+    let env = moto::env(&fake.endpoint);
+    let (out, took) = run_one("s3://racy/ha", &[], &env);
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     for needle in [
@@ -325,22 +305,10 @@ fn a_server_whose_conditional_writes_race_is_refused_by_run_and_doctor() {
 fn run_names_a_missing_bucket_missing_credentials_and_an_unknown_scheme() {
     let _serial = serial();
     let run = |store: &str, env: &[(String, String)]| {
-        let (out, _) = tenure(
-            &[
-                "run",
-                "--node-name",
-                "node-a",
-                "--store",
-                store,
-                "--bind",
-                "127.0.0.1:0",
-                "--poll-period",
-                "200ms",
-                "--heartbeat-timeout",
-                "2s",
-            ],
+        let (out, _) = run_one(
+            store,
+            &["--poll-period", "200ms", "--heartbeat-timeout", "2s"],
             env,
-            Duration::from_secs(30),
         );
         (out.status.code(), text(&out.stderr))
     };

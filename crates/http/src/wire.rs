@@ -77,7 +77,9 @@ impl States<'_> {
     }
 }
 
-/// One node in [`States`].
+/// One node in [`States`]. Brooklyn's six fields are repeated here rather than a
+/// `#[serde(flatten)]`ed [`HaNodeSummary`]: flatten encodes through a map, slower on the
+/// polled `/ha/states`, and a flattened struct cannot refuse unknown fields.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct NodeView<'a> {
