@@ -456,11 +456,12 @@ fn open_object_store(
                 attempt += 1;
                 std::thread::sleep(poll.max(Duration::from_millis(200)));
             }
+            // Failed or timed-out writes, like the sequential probe's `Unusable`: said the same way.
             Err(e) => {
                 return Err((
                     REFUSED,
                     format!(
-                        "the store could not be checked: {e}. `tenure doctor --store {url}` runs the full check"
+                        "the store is not usable: {e}. `tenure doctor --store {url}` runs the full check"
                     ),
                 ));
             }
