@@ -108,9 +108,10 @@ fn a_killed_holder_releases_its_lock() {
     let path = t.a.mountpoint.join("lease.lock");
     drop(rw(&path));
     // A shell opens the file through mount A, locks it (flock(1) on the shared descriptor) and
-    // becomes `sleep`, holding the lock until killed.
+    // becomes `sleep`, holding the lock until killed. It waits for the lock rather than give up
+    // (`-n`): the probe below takes it for an instant, and a holder that tried then would exit.
     let script = format!(
-        "exec 9<>'{}' && flock -x -n 9 && exec sleep 60",
+        "exec 9<>'{}' && flock -x 9 && exec sleep 60",
         path.display()
     );
     let mut holder = Command::new("sh")
