@@ -11,7 +11,7 @@
 # The S3 tests (store conformance, end to end) run against moto on 127.0.0.1: the deps step
 # installs it (scripts/moto.sh, a virtualenv outside the repository), the moto step starts it
 # unless one of ours already runs, and the exit trap stops the one it started, by PID; Azurite
-# (scripts/azurite.sh, from npm) likewise for the Azure tests. The
+# (scripts/azurite.sh, from npm) likewise for the Azure tests and the Azure fault campaign. The
 # seaweedfs step runs the S3 conformance suite, the S3 end-to-end scenarios and a short fault
 # campaign again on SeaweedFS, a real distributed object store (scripts/seaweedfs.sh, likewise).
 set -euo pipefail
@@ -150,7 +150,8 @@ step e2e run_tests e2e --test-threads=1
 # `scripts/chaos.sh --trials 1000`): kill -9, SIGSTOP, storage hangs and errors through a FUSE
 # fault filesystem, clock offsets, restarts, switchovers, and a store that misbehaves (wiped,
 # rolled back, an old lease written back, a node's mount vanishing). Any violation fails the run and
-# prints the trial's seed; TENURE_CHAOS_TRIALS / TENURE_CHAOS_S3_TRIALS override the counts.
+# prints the trial's seed; TENURE_CHAOS_TRIALS / TENURE_CHAOS_S3_TRIALS /
+# TENURE_CHAOS_AZURE_TRIALS / TENURE_CHAOS_SEAWEEDFS_TRIALS override the counts.
 # A trial that fails only because a master came late is run once more with its seed
 # (--retry-availability): on this shared 2-core VM a storage stall of 1-2 s on every node at
 # once happens about once in a hundred trials and is not the code's doing; a late master that
@@ -158,6 +159,8 @@ step e2e run_tests e2e --test-threads=1
 step chaos bash scripts/chaos.sh --retry-availability --trials "${TENURE_CHAOS_TRIALS:-80}"
 # The same on S3 (the moto started above), each node through its own fault proxy.
 step chaos-s3 bash scripts/chaos.sh --store s3 --retry-availability --trials "${TENURE_CHAOS_S3_TRIALS:-16}"
+# And on Azure Blob Storage (the Azurite started above), through the same proxies.
+step chaos-azure bash scripts/chaos.sh --store azure --retry-availability --trials "${TENURE_CHAOS_AZURE_TRIALS:-8}"
 # The same S3 tests on SeaweedFS (a real distributed object store; moto is a mock): the store
 # conformance suite, the S3 end-to-end scenarios, and a short fault campaign through the
 # per-node fault proxies.

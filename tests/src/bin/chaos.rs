@@ -27,7 +27,7 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 use tenure_persistence::{ObjOptions, ObjStore};
 use tenure_store::{LEASE_KEY, ReadResult, Store};
-use tenure_testkit::moto;
+use tenure_testkit::{azurite, moto};
 use tenure_tests::cluster::free_port;
 use tenure_tests::faultfs::{Fault, FaultFs, Mounted};
 use tenure_tests::faultfs_proxy::{FaultProxy, NetFault};
@@ -90,15 +90,15 @@ struct Opts {
     retry_availability: bool,
     summary: Option<PathBuf>,
     max_minutes: u64,
-    /// `dir` or `s3`.
-    s3: bool,
+    /// `--store`: dir, s3 or azure.
+    store: StoreKind,
     /// Only these fault kinds (`--faults`); empty: all of the store's kinds.
     only: Vec<Kind>,
 }
 
 const USAGE: &str = "usage: chaos [--trials N] [--seed S] [--trial-seed S] [--jobs J] [--nodes N] \
 [--out DIR] [--t-ms MS] [--p-ms MS] [--margin-ms MS] [--bin PATH] [--keep-all] [--summary FILE] \
-[--max-minutes M] [--store dir|s3] [--faults K,K,…]
+[--max-minutes M] [--store dir|s3|azure] [--faults K,K,…]
   --trials N       trials to run (default 20)
   --seed S         campaign seed (default: from the clock); trial i gets a seed derived from it
   --trial-seed S   run exactly one trial with this seed (the reproduction printed on a violation)
@@ -114,8 +114,10 @@ const USAGE: &str = "usage: chaos [--trials N] [--seed S] [--trial-seed S] [--jo
   --summary FILE   also write the summary (markdown table) to FILE
   --max-minutes M  stop starting trials after M minutes (default 180)
   --store KIND     dir (default): a directory through one FUSE fault mount per node; s3: a
-                   bucket on moto (scripts/moto.sh) through one fault proxy per node (T and p
-                   default to 2000 and 200 ms there)
+                   bucket on the S3 server at $TENURE_S3_ENDPOINT (moto, scripts/moto.sh, by
+                   default; SeaweedFS with TENURE_S3_SERVER=seaweedfs), azure: a container on
+                   Azurite at $TENURE_AZURITE_ENDPOINT (scripts/azurite.sh); an object store is
+                   reached through one fault proxy per node (T and p default to 2000 and 200 ms)
   --faults K,K,…   only these faults (the store's weights among them), e.g. wipe,rollback,
                    lease-replay,vanished-mount; names: kill9 restart stop-short stop-long hang
                    hang-all eio enospc erofs slow term switchover ro-namespace net-drop
@@ -158,7 +160,7 @@ fn parse_opts() -> Opts {
         summary: None,
         max_minutes: 180,
         only: Vec::new(),
-        s3: false,
+        store: StoreKind::Dir,
     };
     let (mut t_set, mut p_set) = (false, false);
     let mut bin = None;
@@ -189,11 +191,12 @@ fn parse_opts() -> Opts {
                 p_set = true;
             }
             "--store" => {
-                o.s3 = match val().as_str() {
-                    "dir" => false,
-                    "s3" => true,
+                o.store = match val().as_str() {
+                    "dir" => StoreKind::Dir,
+                    "s3" => StoreKind::S3,
+                    "azure" => StoreKind::Azure,
                     other => {
-                        eprintln!("chaos: --store is dir or s3, not {other}\n{USAGE}");
+                        eprintln!("chaos: --store is dir, s3 or azure, not {other}\n{USAGE}");
                         std::process::exit(2)
                     }
                 }
@@ -227,7 +230,7 @@ fn parse_opts() -> Opts {
         i += 1;
     }
     o.bin = bin.unwrap_or_else(tenure_bin);
-    if o.s3 {
+    if o.store.is_object() {
         // moto answers in milliseconds but not always within 100 ms on a loaded machine.
         if !t_set {
             o.t = Duration::from_millis(2000);
@@ -244,12 +247,16 @@ fn parse_opts() -> Opts {
         Kind::VanishedMount,
     ];
     let s3_only = [Kind::NetDrop, Kind::LoseResponses];
-    let not_here: &[Kind] = if o.s3 { &dir_only } else { &s3_only };
+    let not_here: &[Kind] = if o.store.is_object() {
+        &dir_only
+    } else {
+        &s3_only
+    };
     if let Some(k) = o.only.iter().find(|k| not_here.contains(k)) {
         eprintln!(
             "chaos: --faults {}: not a fault of the {} store\n{USAGE}",
             k.name(),
-            if o.s3 { "s3" } else { "dir" }
+            o.store.name()
         );
         std::process::exit(2)
     }
@@ -389,7 +396,7 @@ struct Plan {
     vanishable: bool,
 }
 
-fn plan(seed: u64, nodes: usize, t: Duration, s3: bool, only: &[Kind]) -> Plan {
+fn plan(seed: u64, nodes: usize, t: Duration, object: bool, only: &[Kind]) -> Plan {
     let mut r = Rng(seed);
     let t_ms = t.as_millis() as u64;
     let mut clocks = vec![None; nodes];
@@ -437,7 +444,7 @@ fn plan(seed: u64, nodes: usize, t: Duration, s3: bool, only: &[Kind]) -> Plan {
             (Kind::Rollback, 8),
             (Kind::LeaseReplay, 8),
         ];
-        let all: &[(Kind, u64)] = if s3 { &s3_kinds } else { &dir_kinds };
+        let all: &[(Kind, u64)] = if object { &s3_kinds } else { &dir_kinds };
         let kinds: Vec<(Kind, u64)> = all
             .iter()
             .copied()
@@ -500,7 +507,7 @@ fn plan(seed: u64, nodes: usize, t: Duration, s3: bool, only: &[Kind]) -> Plan {
 struct Proc {
     name: String,
     port: u16,
-    /// The `--store` argument: a path on the node's own mount, or an `s3://` URL.
+    /// The `--store` argument: a path on the node's own mount, or an `s3://` or `az://` URL.
     store: String,
     /// Environment the store needs (the node's own S3 endpoint: its proxy).
     env: Vec<(String, String)>,
@@ -727,15 +734,18 @@ enum Backing {
 const DIR_LEASE: &str = "lease.lock";
 
 impl Backing {
-    fn open(backing_store: &Path, s3: Option<(&str, &str)>) -> Result<Backing, String> {
-        match s3 {
+    fn open(
+        backing_store: &Path,
+        object: Option<(&ObjectServer, &str)>,
+    ) -> Result<Backing, String> {
+        match object {
             None => Ok(Backing::Dir(backing_store.to_path_buf())),
-            Some((endpoint, bucket)) => ObjStore::open(
-                &format!("s3://{bucket}/tenure"),
+            Some((server, bucket)) => ObjStore::open(
+                &server.url(bucket),
                 ObjOptions {
                     timeout: Duration::from_secs(10),
                     use_env: false,
-                    config: moto::store_config(endpoint),
+                    config: server.store_config(),
                 },
             )
             .map(|s| Backing::S3(Box::new(s)))
@@ -953,6 +963,104 @@ impl Slot {
     }
 }
 
+/// Which store the campaign runs on (`--store`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum StoreKind {
+    Dir,
+    S3,
+    Azure,
+}
+
+impl StoreKind {
+    fn name(self) -> &'static str {
+        match self {
+            StoreKind::Dir => "dir",
+            StoreKind::S3 => "s3",
+            StoreKind::Azure => "azure",
+        }
+    }
+
+    fn is_object(self) -> bool {
+        self != StoreKind::Dir
+    }
+
+    /// For the summary: the store, and the server behind it.
+    fn describe(self) -> String {
+        match self {
+            StoreKind::Dir => "directory".into(),
+            StoreKind::S3 => format!("S3 ({})", moto::server()),
+            StoreKind::Azure => "Azure (Azurite)".into(),
+        }
+    }
+}
+
+/// The object store's server: where it is, and how a bucket is made, named and reached on it.
+#[derive(Clone, Debug)]
+struct ObjectServer {
+    kind: StoreKind,
+    endpoint: String,
+}
+
+impl ObjectServer {
+    /// The server of `kind` (`None` for the directory store), from the environment the test
+    /// script sets: `$TENURE_S3_ENDPOINT` (or a moto started here), `$TENURE_AZURITE_ENDPOINT`.
+    fn find(kind: StoreKind) -> Result<Option<ObjectServer>, String> {
+        let endpoint = match kind {
+            StoreKind::Dir => return Ok(None),
+            StoreKind::S3 => moto::endpoint().map_err(|e| {
+                format!("--store s3 needs the S3 server (scripts/moto.sh start): {e}")
+            })?,
+            StoreKind::Azure => {
+                let e = std::env::var("TENURE_AZURITE_ENDPOINT").unwrap_or_default();
+                if e.is_empty() {
+                    return Err("--store azure needs Azurite: \
+                                TENURE_AZURITE_ENDPOINT=$(scripts/azurite.sh start)"
+                        .into());
+                }
+                moto::loopback_addr(&e)?;
+                // object_store takes the emulator's address from this variable only, and the
+                // runner's own handle on the store (wipes, rollbacks, replays) goes straight
+                // to the server; each node gets its proxy's address in its own environment.
+                // SAFETY: set before any thread of this process starts.
+                unsafe { std::env::set_var("AZURITE_BLOB_STORAGE_URL", &e) };
+                e.trim_end_matches('/').to_string()
+            }
+        };
+        Ok(Some(ObjectServer { kind, endpoint }))
+    }
+
+    fn url(&self, bucket: &str) -> String {
+        match self.kind {
+            StoreKind::Azure => format!("az://{bucket}/tenure"),
+            _ => format!("s3://{bucket}/tenure"),
+        }
+    }
+
+    fn create(&self, bucket: &str) -> Result<(), String> {
+        match self.kind {
+            StoreKind::Azure => azurite::create_container(&self.endpoint, bucket),
+            _ => moto::create_bucket(&self.endpoint, bucket),
+        }
+    }
+
+    /// The environment of a `tenure` process that reaches the server at `endpoint` (the
+    /// server itself, or a node's fault proxy in front of it).
+    fn env(&self, endpoint: &str) -> Vec<(String, String)> {
+        match self.kind {
+            StoreKind::Azure => azurite::env(endpoint),
+            _ => moto::env(endpoint),
+        }
+    }
+
+    /// The runner's own settings for the store (no environment but the emulator's URL).
+    fn store_config(&self) -> Vec<(String, String)> {
+        match self.kind {
+            StoreKind::Azure => azurite::store_config(),
+            _ => moto::store_config(&self.endpoint),
+        }
+    }
+}
+
 struct Ctx {
     bin: PathBuf,
     users: PathBuf,
@@ -964,8 +1072,8 @@ struct Ctx {
     faketime: Option<PathBuf>,
     keep_all: bool,
     admin_auth: String,
-    /// The S3 server (moto) when the store is S3.
-    s3: Option<String>,
+    /// The object store's server when the store is one (S3 or Azure).
+    object: Option<ObjectServer>,
     only: Vec<Kind>,
 }
 
@@ -1045,7 +1153,7 @@ enum Undo {
 
 fn run_trial(ctx: &Ctx, slot: &Slot, index: u64, seed: u64, nodes: usize) -> Outcome {
     let started = Instant::now();
-    let plan = plan(seed, nodes, ctx.t, ctx.s3.is_some(), &ctx.only);
+    let plan = plan(seed, nodes, ctx.t, ctx.object.is_some(), &ctx.only);
     let mut r = Rng(seed ^ 0x5eed);
     let mut out = Outcome {
         seed,
@@ -1056,9 +1164,9 @@ fn run_trial(ctx: &Ctx, slot: &Slot, index: u64, seed: u64, nodes: usize) -> Out
     std::fs::create_dir_all(&tdir).expect("trial dir");
     let sub = format!("t{index:05}-{seed:016x}");
     let backing_store = ctx.backing.join(&sub);
-    let bucket = moto::unique_bucket(&format!("chaos-{index}"));
-    if let Some(endpoint) = &ctx.s3 {
-        if let Err(e) = moto::create_bucket(endpoint, &bucket) {
+    let bucket = azurite::unique_container(&format!("chaos-{index}"));
+    if let Some(server) = &ctx.object {
+        if let Err(e) = server.create(&bucket) {
             out.availability
                 .push(format!("cannot create the bucket {bucket}: {e}"));
             return out;
@@ -1073,8 +1181,8 @@ fn run_trial(ctx: &Ctx, slot: &Slot, index: u64, seed: u64, nodes: usize) -> Out
     }
     // The cluster is created once, before any node starts (`tenure run` never creates one),
     // on the store itself rather than through a node's fault mount or proxy.
-    let (init_store, init_env) = match &ctx.s3 {
-        Some(endpoint) => (format!("s3://{bucket}/tenure"), moto::env(endpoint)),
+    let (init_store, init_env) = match &ctx.object {
+        Some(server) => (server.url(&bucket), server.env(&server.endpoint)),
         None => (backing_store.display().to_string(), Vec::new()),
     };
     let init = Command::new(&ctx.bin)
@@ -1107,11 +1215,8 @@ fn run_trial(ctx: &Ctx, slot: &Slot, index: u64, seed: u64, nodes: usize) -> Out
     }
     slot.clear_all();
     let store_of = |k: usize| -> (String, Vec<(String, String)>) {
-        match &ctx.s3 {
-            Some(_) => (
-                format!("s3://{bucket}/tenure"),
-                moto::env(&slot.proxies[k].endpoint()),
-            ),
+        match &ctx.object {
+            Some(server) => (server.url(&bucket), server.env(&slot.proxies[k].endpoint())),
             None => (
                 slot.mounts[k].mountpoint.join(&sub).display().to_string(),
                 Vec::new(),
@@ -1153,7 +1258,7 @@ fn run_trial(ctx: &Ctx, slot: &Slot, index: u64, seed: u64, nodes: usize) -> Out
     }
     let backing = match Backing::open(
         &backing_store,
-        ctx.s3.as_deref().map(|e| (e, bucket.as_str())),
+        ctx.object.as_ref().map(|server| (server, bucket.as_str())),
     ) {
         Ok(b) => b,
         Err(e) => {
@@ -1334,7 +1439,7 @@ fn run_trial(ctx: &Ctx, slot: &Slot, index: u64, seed: u64, nodes: usize) -> Out
                 format!("POST mode=MASTER to {}: {answer}", procs[to].name)
             }
             Kind::RoNamespace => {
-                if ro_used || ctx.s3.is_some() {
+                if ro_used || ctx.object.is_some() {
                     out.skipped += 1;
                     continue;
                 }
@@ -1637,8 +1742,8 @@ fn run_trial(ctx: &Ctx, slot: &Slot, index: u64, seed: u64, nodes: usize) -> Out
     } else {
         let _ = std::fs::remove_dir_all(&tdir);
     }
-    if ctx.s3.is_some() {
-        let _ = copy_bucket_note(&tdir, &bucket, out.kept.is_some());
+    if let Some(server) = &ctx.object {
+        let _ = copy_bucket_note(&tdir, &server.url(&bucket), out.kept.is_some());
     } else {
         let _ = std::fs::remove_dir_all(&backing_store);
     }
@@ -1775,10 +1880,10 @@ fn nsenter(pid: u32, cmd: &[&str]) -> Result<(), String> {
     }
 }
 
-/// On S3 the bucket stays on the server (moto keeps it in memory until it stops): note its name.
-fn copy_bucket_note(tdir: &Path, bucket: &str, kept: bool) -> std::io::Result<()> {
+/// On an object store the bucket stays on the server (until it stops): note its URL.
+fn copy_bucket_note(tdir: &Path, url: &str, kept: bool) -> std::io::Result<()> {
     if kept {
-        std::fs::write(tdir.join("bucket.txt"), format!("s3://{bucket}/tenure\n"))?;
+        std::fs::write(tdir.join("bucket.txt"), format!("{url}\n"))?;
     }
     Ok(())
 }
@@ -1891,17 +1996,10 @@ fn main() {
     let _ = std::fs::set_permissions(&backing, std::fs::Permissions::from_mode(0o700));
     let users = users_file(&o.bin, &o.out);
     let faketime = faketime_lib();
-    let s3_endpoint = if o.s3 {
-        match moto::endpoint() {
-            Ok(e) => Some(e),
-            Err(e) => {
-                eprintln!("chaos: --store s3 needs the S3 server (scripts/moto.sh start): {e}");
-                std::process::exit(1)
-            }
-        }
-    } else {
-        None
-    };
+    let object = ObjectServer::find(o.store).unwrap_or_else(|e| {
+        eprintln!("chaos: {e}");
+        std::process::exit(1)
+    });
     if faketime.is_none() {
         eprintln!("chaos: libfaketime not found (apt-get install faketime): no clock faults");
     }
@@ -1916,7 +2014,7 @@ fn main() {
         faketime,
         keep_all: o.keep_all,
         admin_auth: format!("Basic {}", base64("admin:s3cret")),
-        s3: s3_endpoint.clone(),
+        object: object.clone(),
         only: o.only.clone(),
     });
 
@@ -1924,8 +2022,8 @@ fn main() {
     for s in 0..o.jobs {
         let mut mounts = Vec::new();
         let mut proxies = Vec::new();
-        if let Some(endpoint) = &s3_endpoint {
-            let upstream = moto::loopback_addr(endpoint).unwrap_or_else(|e| {
+        if let Some(server) = &object {
+            let upstream = moto::loopback_addr(&server.endpoint).unwrap_or_else(|e| {
                 eprintln!("chaos: {e}");
                 std::process::exit(1)
             });
@@ -2047,7 +2145,10 @@ fn main() {
                 "chaos: VIOLATION in trial {} — reproduce: scripts/chaos.sh --trial-seed {:#018x}{}{}   (history, logs and store kept in {})",
                 out.index,
                 out.seed,
-                if o.s3 { " --store s3" } else { "" },
+                match o.store {
+                    StoreKind::Dir => String::new(),
+                    k => format!(" --store {}", k.name()),
+                },
                 if o.only.is_empty() {
                     String::new()
                 } else {
@@ -2131,7 +2232,7 @@ fn summarize(o: &Opts, all: &[Outcome], took: Duration) -> String {
     let _ = writeln!(
         s,
         "| | |\n| --- | --- |\n| trials | {trials} ({} store; campaign seed {:#018x}; {} nodes each; T = {} ms, p = {} ms; {:.1} min) |",
-        if o.s3 { "S3 (moto)" } else { "directory" },
+        o.store.describe(),
         o.seed,
         o.nodes,
         o.t.as_millis(),
