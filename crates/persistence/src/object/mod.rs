@@ -222,21 +222,53 @@ impl ObjStore {
         } else {
             key
         };
+        // The server's answer is part of the message (an S3 error is an XML document, often
+        // over several lines): one log line per failure, whatever the server sent.
+        let e_text = one_line(&e.to_string());
         match &e {
             E::NotFound { source, .. } if mentions_no_such_bucket(&**source) => {
                 StoreError::Unavailable(format!(
-                    "{url}: {op} {key}: the bucket does not exist: create it (or fix --store): {e}"
+                    "{url}: {op} {key}: the bucket does not exist: create it (or fix --store): {e_text}"
                 ))
             }
             E::PermissionDenied { .. } | E::Unauthenticated { .. } => {
                 StoreError::Unavailable(format!(
-                    "{url}: {op} {key}: access denied: check the credentials (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, GOOGLE_*, AZURE_*) and their rights on the bucket, and check that the bucket exists (some servers, SeaweedFS among them, deny a write to a missing bucket): {e}"
+                    "{url}: {op} {key}: access denied: check the credentials (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, GOOGLE_*, AZURE_*) and their rights on the bucket, and check that the bucket exists (some servers, SeaweedFS among them, deny a write to a missing bucket): {e_text}"
                 ))
             }
             _ if is_timeout(&e) => StoreError::Timeout(self.timeout),
-            _ => StoreError::Unavailable(format!("{url}: {op} {key}: {e}")),
+            _ => StoreError::Unavailable(format!("{url}: {op} {key}: {e_text}")),
         }
     }
+}
+
+/// `s` with every run of whitespace that holds a line break (or a control character) turned
+/// into one space, so that a multi-line server answer stays on one log line.
+fn one_line(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut pending_break = false;
+    for c in s.chars() {
+        if c == '\n' || c == '\r' || (c.is_control() && c != '\t') {
+            pending_break = true;
+            continue;
+        }
+        if pending_break {
+            // Trailing blanks before the break and leading ones after it go too.
+            while out.ends_with([' ', '\t']) {
+                out.pop();
+            }
+            if !out.is_empty() {
+                out.push(' ');
+            }
+            pending_break = false;
+            if c == ' ' || c == '\t' {
+                pending_break = true;
+                continue;
+            }
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// Does an error chain contain a timeout of the HTTP client?

@@ -266,3 +266,17 @@ fn plain_http_and_unsigned_gcs_are_refused_at_open_naming_the_fix() {
     )
     .unwrap();
 }
+
+#[test]
+fn a_multi_line_server_answer_stays_on_one_log_line() {
+    let xml = "Server returned 500: <?xml version=\"1.0\"?>\n<Error>\r\n  <Code>InternalError</Code>\n</Error>\n";
+    assert_eq!(
+        one_line(xml),
+        "Server returned 500: <?xml version=\"1.0\"?> <Error> <Code>InternalError</Code> </Error>"
+    );
+    assert_eq!(one_line("plain message"), "plain message");
+    assert_eq!(
+        one_line("\nleading and  inner  spaces"),
+        "leading and  inner  spaces"
+    );
+}
