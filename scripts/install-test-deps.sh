@@ -16,6 +16,10 @@ APT_PACKAGES+=(haproxy apache2 nginx monitoring-plugins-basic curl)
 APT_PACKAGES+=(fuse3 faketime)
 # scripts/test.sh lists the test binaries from cargo's JSON messages.
 APT_PACKAGES+=(jq)
+# The floating-IP test (tests/tests/floating_ip.rs, deploy/vip/tenure-vip): ip for the network
+# namespaces and the address, iputils' arping for the gratuitous ARP (IPv6 needs no tool: the
+# kernel announces the address itself).
+APT_PACKAGES+=(iproute2 iputils-arping)
 # The S3 tests run moto (PyPI) in a virtualenv (scripts/moto.sh): Debian's python3 and
 # python3-venv, only when the python3 on PATH cannot create one.
 if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
