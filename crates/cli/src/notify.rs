@@ -8,8 +8,9 @@ use std::time::Duration;
 use tenure_election::{Snapshot, Stats, clock};
 use tokio::sync::watch;
 
-/// The driver loop wakes at least every 250 ms: a check interval above that always sees it turn.
-const MIN_INTERVAL: Duration = Duration::from_millis(300);
+/// The driver loop wakes at least every `MAX_SLEEP` (1 s): a check interval above that always
+/// sees it turn, so the watchdog needs `WatchdogSec=` of at least twice this.
+const MIN_INTERVAL: Duration = Duration::from_millis(1500);
 /// How often STATUS is refreshed when there is no watchdog.
 const STATUS_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -36,6 +37,15 @@ fn status(snap: &Snapshot) -> String {
 
 /// Says READY=1, then keeps STATUS and the watchdog going until the task is dropped.
 pub async fn run(stats: Arc<Stats>, snapshot: watch::Receiver<Arc<Snapshot>>) {
+    run_with(stats, snapshot, MIN_INTERVAL).await
+}
+
+/// [`run`] with the shortest watchdog check interval given (a test's loop turns faster).
+async fn run_with(
+    stats: Arc<Stats>,
+    snapshot: watch::Receiver<Arc<Snapshot>>,
+    min_interval: Duration,
+) {
     if !enabled() {
         return;
     }
@@ -45,7 +55,7 @@ pub async fn run(stats: Arc<Stats>, snapshot: watch::Receiver<Arc<Snapshot>>) {
     let watchdog = sd_notify::watchdog_enabled(false, &mut usec);
     // Ping at half the watchdog period, as systemd recommends.
     let interval = if watchdog {
-        (Duration::from_micros(usec) / 2).max(MIN_INTERVAL)
+        (Duration::from_micros(usec) / 2).max(min_interval)
     } else {
         STATUS_INTERVAL
     };
@@ -107,7 +117,8 @@ mod tests {
         let snap =
             Snapshot::initializing("n", "i", "http://127.0.0.1:1", tenure_election::Mode::Auto);
         let (_tx, rx) = watch::channel(Arc::new(snap));
-        let notifier = tokio::spawn(run(stats.clone(), rx));
+        // This loop turns every 50 ms: a 300 ms check interval always sees it turn.
+        let notifier = tokio::spawn(run_with(stats.clone(), rx, Duration::from_millis(300)));
         let turning = stats.clone();
         let started = Instant::now();
         // The "loop" turns for 1 s, then wedges.

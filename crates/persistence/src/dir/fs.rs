@@ -171,9 +171,32 @@ pub(super) fn temp_name(name: &str) -> String {
     let short: String = name.chars().take(128).collect();
     format!(
         ".{short}.{:x}-{n:x}-{:x}.tmp",
-        std::process::id(),
+        pid(),
         nanos & 0xffff_ffff_ffff
     )
+}
+
+/// This process's id, asked of the kernel once (a `getpid` per write otherwise).
+fn pid() -> u32 {
+    static PID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *PID.get_or_init(std::process::id)
+}
+
+/// Whether the process's umask leaves the owner's read and write bits of a new file alone
+/// (`/proc/self/status`, read once), so that a file created 0600 is 0600 without a `chmod`.
+/// Unknown: no.
+pub(super) fn umask_keeps_owner_rw() -> bool {
+    static KEEPS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *KEEPS.get_or_init(|| {
+        std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("Umask:"))
+                    .and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
+            })
+            .is_some_and(|mask| mask & 0o600 == 0)
+    })
 }
 
 /// Wait for a flock without ever blocking indefinitely: poll `try_lock` with short sleeps.

@@ -95,12 +95,34 @@ pub struct DirStore {
     /// does not exclude two threads using the same open file description.
     lease: Mutex<Option<File>>,
     mount: Option<MountInfo>,
-    /// The device and inode of the root directory as opened at start. Every call opens the
-    /// root afresh (so NFS revalidates it, close-to-open) and checks that it is still this
-    /// directory: a mount that vanishes (`umount -l`, a dropped NFS or autofs mount) leaves the
-    /// path on the empty directory beneath it, which must read as "storage unavailable", never
-    /// as an empty store (a cold start there would be a second cluster).
+    /// The device and inode of the root directory as opened at start. Every call checks that
+    /// the root path still names this directory: a mount that vanishes (`umount -l`, a dropped
+    /// NFS or autofs mount) leaves the path on the empty directory beneath it, which must read
+    /// as "storage unavailable", never as an empty store (a cold start there would be a second
+    /// cluster).
     pinned_id: (u64, u64),
+    /// On a local filesystem ([`Self::local`]): the root as opened at start, and `nodes/` and
+    /// `epochs/` once opened, each with its (device, inode). A call then checks the path with
+    /// one `lstat` instead of opening, checking and closing the directory, and so for a
+    /// folder (half the system calls of an idle poll). Holding the descriptor keeps the
+    /// inode, so the same (device, inode) is the same directory; a folder deleted and made
+    /// again (a wiped store) has another inode and is opened afresh. On NFS, FUSE and anything
+    /// else every call opens the directories afresh, so that the client revalidates them
+    /// (close-to-open) rather than trust a cached lookup.
+    pinned: Option<Arc<File>>,
+    folders: Mutex<Vec<KeptFolder>>,
+}
+
+/// A folder's name, its (device, inode) and its open descriptor.
+type KeptFolder = (String, (u64, u64), Arc<File>);
+
+/// Filesystems whose path lookups are answered by the local kernel alone (no attribute cache
+/// of a remote or user-space server): the root and folder descriptors may be kept open.
+fn local_fstype(fstype: &str) -> bool {
+    matches!(
+        fstype,
+        "ext2" | "ext3" | "ext4" | "xfs" | "btrfs" | "tmpfs" | "zfs" | "f2fs" | "overlay"
+    )
 }
 
 enum Cond<'a> {
@@ -196,12 +218,15 @@ impl DirStore {
             .fd
             .metadata()
             .map_err(|e| open_error(root, "reading", &canonical, e))?;
+        let local = mount.as_ref().is_some_and(|m| local_fstype(&m.fstype));
         let store = DirStore {
             root: canonical,
             opts,
             lease: Mutex::new(None),
             mount,
             pinned_id: (pinned_meta.dev(), pinned_meta.ino()),
+            pinned: local.then(|| top.fd.clone()),
+            folders: Mutex::new(Vec::new()),
         };
         // Can we write (and sync) in every folder (that exists: see `create_layout`)?
         for folder in [None, Some(NODES), Some(EPOCHS)] {
@@ -239,7 +264,7 @@ impl DirStore {
             let lease_path = store.root.join(LEASE_FILE);
             let mut guard = store.lease_guard();
             let file = store
-                .lease_handle(&mut guard)
+                .lease_handle(&mut guard, true)
                 .map_err(|e| DirOpenError::Lease {
                     root: root.to_path_buf(),
                     source: e,
@@ -271,13 +296,29 @@ impl DirStore {
         self.mount.as_ref()
     }
 
-    /// The root, opened afresh and checked to be the directory opened at start.
+    /// The root, checked to be the directory opened at start: the pinned descriptor after an
+    /// `lstat` of the path on a local filesystem, else opened afresh.
     fn top(&self) -> Result<Folder, StoreError> {
-        let top = Folder::open_path(&self.root).map_err(|e| io_err("open", &self.root, e))?;
-        let now = top
-            .fd
-            .metadata()
-            .map_err(|e| io_err("stat", &self.root, e))?;
+        let (top, now) = match &self.pinned {
+            Some(fd) => {
+                let now = std::fs::symlink_metadata(&self.root)
+                    .map_err(|e| io_err("stat", &self.root, e))?;
+                let top = Folder {
+                    fd: fd.clone(),
+                    path: self.root.clone(),
+                };
+                (top, now)
+            }
+            None => {
+                let top =
+                    Folder::open_path(&self.root).map_err(|e| io_err("open", &self.root, e))?;
+                let now = top
+                    .fd
+                    .metadata()
+                    .map_err(|e| io_err("stat", &self.root, e))?;
+                (top, now)
+            }
+        };
         if (now.dev(), now.ino()) != self.pinned_id {
             return Err(StoreError::Unavailable(format!(
                 "{} is no longer the directory this node opened as its store (device {} inode {} \
@@ -301,7 +342,7 @@ impl DirStore {
             return Ok(Some(top));
         };
         let path = top.child_path(name);
-        match top.subfolder(name) {
+        match self.subfolder(&top, name) {
             Ok(f) => Ok(Some(f)),
             Err(e) if e.kind() == io::ErrorKind::NotFound && create => {
                 match top.mkdir(name) {
@@ -318,6 +359,36 @@ impl DirStore {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(io_err("open", &path, e)),
         }
+    }
+
+    /// `top`'s folder `name`: the kept descriptor when the path still names it (local
+    /// filesystems), else opened afresh (and kept, on a local filesystem).
+    fn subfolder(&self, top: &Folder, name: &str) -> io::Result<Folder> {
+        if self.pinned.is_none() {
+            return top.subfolder(name);
+        }
+        let st = top.lstat(name)?;
+        if st.st_mode & libc::S_IFMT != libc::S_IFDIR {
+            // A link or a file: opening it gives the error callers expect.
+            return top.subfolder(name);
+        }
+        #[allow(clippy::unnecessary_cast)] // not u64 on every target
+        let id = (st.st_dev as u64, st.st_ino as u64);
+        let mut folders = self.folders.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, _, fd)) = folders.iter().find(|(n, i, _)| n == name && *i == id) {
+            return Ok(Folder {
+                fd: fd.clone(),
+                path: top.child_path(name),
+            });
+        }
+        let f = top.subfolder(name)?;
+        let meta = f.fd.metadata()?;
+        // Replaced between the lstat and the open: use what was opened, keep nothing.
+        if (meta.dev(), meta.ino()) == id {
+            folders.retain(|(n, _, _)| n != name);
+            folders.push((name.to_string(), id, f.fd.clone()));
+        }
+        Ok(f)
     }
 
     fn check_key(key: &str) -> Result<(), StoreError> {
@@ -338,8 +409,17 @@ impl DirStore {
     }
 
     /// The open `lease.lock`, reopened if the path now names a different file (replaced or
-    /// deleted by someone): a lock on a stale inode would exclude nobody.
-    fn lease_handle<'g>(&self, slot: &'g mut Option<File>) -> Result<&'g File, StoreError> {
+    /// deleted by someone): a lock on a stale inode would exclude nobody. With `verify` false
+    /// a handle already open is returned unchecked, for a caller that checks it once it holds
+    /// the lock (and comes back with `verify` when that check fails).
+    fn lease_handle<'g>(
+        &self,
+        slot: &'g mut Option<File>,
+        verify: bool,
+    ) -> Result<&'g File, StoreError> {
+        if !verify && slot.is_some() {
+            return Ok(slot.as_ref().expect("checked"));
+        }
         let path = self.root.join(LEASE_FILE);
         let top = self.top()?;
         let fresh = match slot.as_ref() {
@@ -384,10 +464,19 @@ impl DirStore {
     ) -> Result<T, StoreError> {
         let path = self.root.join(LEASE_FILE);
         let mut guard = self.lease_guard();
-        for _ in 0..3 {
-            let file = self.lease_handle(&mut guard)?;
-            let lock = flock_polled(file, !exclusive, self.opts.lock_wait, &path)?;
-            // The file may have been replaced while we waited for the lock.
+        let mut lock_failed = None;
+        for attempt in 0..3 {
+            // The handle is checked against the path once the lock is held (below), so not
+            // before as well: three system calls fewer per renewal.
+            let file = self.lease_handle(&mut guard, attempt > 0)?;
+            let lock = match flock_polled(file, !exclusive, self.opts.lock_wait, &path) {
+                Ok(l) => l,
+                Err(e) => {
+                    lock_failed = Some(e);
+                    break;
+                }
+            };
+            // The file may have been replaced (or never been the path's) while we waited.
             let still = match file.metadata() {
                 Ok(held) => match self.top()?.lstat(LEASE_FILE) {
                     Ok(st) => st.st_dev == held.dev() && st.st_ino == held.ino(),
@@ -401,6 +490,11 @@ impl DirStore {
             }
             drop(lock);
             *guard = None;
+        }
+        if let Some(e) = lock_failed {
+            // Perhaps a stale inode that someone else holds locked: reopen (and check) next time.
+            *guard = None;
+            return Err(e);
         }
         Err(StoreError::Unavailable(format!(
             "{} keeps being replaced by another process",
@@ -580,7 +674,10 @@ impl DirStore {
         let temp = temp_name(name);
         let result = (|| {
             let mut f = dir.openat(&temp, OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL, 0o600)?;
-            f.set_permissions(Permissions::from_mode(0o600))?;
+            // The umask may have removed bits we need; the mode is ours to choose.
+            if !umask_keeps_owner_rw() {
+                f.set_permissions(Permissions::from_mode(0o600))?;
+            }
             io::Write::write_all(&mut f, bytes)?;
             f.sync_all()?;
             Ok(f)
