@@ -20,6 +20,9 @@ APT_PACKAGES+=(jq)
 # namespaces and the address, iputils' arping for the gratuitous ARP (IPv6 needs no tool: the
 # kernel announces the address itself).
 APT_PACKAGES+=(iproute2 iputils-arping)
+# The web console's browser tests (tests/tests/console.rs): headless Chromium driven over
+# WebDriver by Debian's chromedriver.
+APT_PACKAGES+=(chromium chromium-driver)
 # The S3 tests run moto (PyPI) in a virtualenv (scripts/moto.sh): Debian's python3 and
 # python3-venv, only when the python3 on PATH cannot create one.
 if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
@@ -76,5 +79,7 @@ bash "$(dirname "${BASH_SOURCE[0]}")/moto.sh" install
 bash "$(dirname "${BASH_SOURCE[0]}")/seaweedfs.sh" install
 # Azurite, pinned, from npm (Node.js from Debian when the machine has none), likewise.
 bash "$(dirname "${BASH_SOURCE[0]}")/azurite.sh" install
+# aiosmtpd, pinned, the SMTP server of the notification tests (scripts/smtp.sh), likewise.
+bash "$(dirname "${BASH_SOURCE[0]}")/smtp.sh" install
 
 echo "install-test-deps: ok ($(cargo --version))"

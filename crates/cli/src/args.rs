@@ -242,6 +242,19 @@ pub struct RunArgs {
     #[arg(long, env = "TENURE_ACCEPT_SECRET_FILE")]
     pub accept_secret_file: Option<PathBuf>,
 
+    /// The cluster's expected members, comma-separated (e.g. node-a,node-b,node-c): a node
+    /// not listed refuses to start, and /ha/states lists the absent or silent ones as
+    /// `missing` (`tenure check` warns). Not with --cluster-file.
+    #[arg(long, env = "TENURE_EXPECT_NODES", value_delimiter = ',')]
+    pub expect_nodes: Vec<String>,
+
+    /// OpenSpecimen's cluster JSON ({"nodes": [{"name": …, "url": …}, …], "secret": …,
+    /// "notifErrorRcpts": […], "notifTimeout": seconds}): the expected members as
+    /// --expect-nodes, and its secret as the cluster secret (the file must then be mode 0600;
+    /// not with --secret-file or TENURE_SECRET).
+    #[arg(long, env = "TENURE_CLUSTER_FILE")]
+    pub cluster_file: Option<PathBuf>,
+
     /// Leave GET …/ha/state and …/ha/master open without credentials (for health checkers
     /// that cannot send any).
     #[arg(long, env = "TENURE_PUBLIC_STATE")]
@@ -278,6 +291,10 @@ pub struct RunArgs {
     #[arg(long, env = "TENURE_EXEC")]
     pub exec: Option<String>,
 
+    /// Notifications by e-mail and webhook (`--notify-*`, `--smtp-*`).
+    #[command(flatten)]
+    pub notify: NotifyArgs,
+
     /// Serve HTTPS with this PEM certificate chain (needs --tls-key).
     #[arg(long, env = "TENURE_TLS_CERT", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
@@ -298,6 +315,17 @@ pub struct RunArgs {
     /// Log format on standard error.
     #[arg(long, env = "TENURE_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
+
+    /// Also log to this file (`{node}` is replaced by the node name, e.g.
+    /// /var/log/tenure/tenure.{node}.log), in --log-format; reopened on SIGHUP, as logrotate
+    /// expects.
+    #[arg(long, env = "TENURE_LOG_FILE")]
+    pub log_file: Option<PathBuf>,
+
+    /// Write this process's PID here once serving (atomically; removed at exit). Refused while
+    /// a running tenure holds it.
+    #[arg(long, env = "TENURE_PID_FILE")]
+    pub pid_file: Option<PathBuf>,
 }
 
 // The value parsers here (parse_duration, parse_mode, parse_drift) keep `String` errors: clap
@@ -328,6 +356,51 @@ fn parse_drift(s: &str) -> Result<u32, String> {
         return Err(format!("clock drift {s} is out of range: give 0% to 10%"));
     }
     Ok((frac * 1e6).round() as u32)
+}
+
+/// `tenure run`'s notification flags (README "Notifications"; sent by `alerts.rs`).
+#[derive(Args, Debug, Clone)]
+pub struct NotifyArgs {
+    /// E-mail these addresses (comma-separated) when this node becomes or stops being master,
+    /// when storage fails for longer than D, on forged or replayed records and on a duplicate
+    /// node name. Needs --smtp-url.
+    #[arg(
+        long,
+        help_heading = "Notifications",
+        env = "TENURE_NOTIFY_EMAIL",
+        value_delimiter = ',',
+        requires = "smtp_url"
+    )]
+    pub notify_email: Vec<String>,
+
+    /// The SMTP server: smtp://host[:25] (plain), smtps://host[:465] (TLS) or
+    /// smtp://host:587?tls=required (STARTTLS).
+    #[arg(long, help_heading = "Notifications", env = "TENURE_SMTP_URL")]
+    pub smtp_url: Option<String>,
+
+    /// SMTP login: a file (mode 0600) holding `user:password`, or the user on the first line
+    /// and the password on the second.
+    #[arg(
+        long,
+        help_heading = "Notifications",
+        env = "TENURE_SMTP_CREDENTIALS_FILE",
+        requires = "smtp_url"
+    )]
+    pub smtp_credentials_file: Option<PathBuf>,
+
+    /// The From: address [default: tenure@<hostname>].
+    #[arg(long, help_heading = "Notifications", env = "TENURE_NOTIFY_FROM")]
+    pub notify_from: Option<String>,
+
+    /// POST each notification as JSON ({"text": …, "event": …, "node": …, "epoch": …,
+    /// "cluster": …, "time": …}) to this URL, e.g. a Slack or Teams incoming webhook.
+    #[arg(long, help_heading = "Notifications", env = "TENURE_NOTIFY_WEBHOOK")]
+    pub notify_webhook: Option<String>,
+
+    /// The longest one notification may take to send (per channel) [default: 10s, or a
+    /// --cluster-file's notifTimeout].
+    #[arg(long, help_heading = "Notifications", env = "TENURE_NOTIFY_TIMEOUT", value_parser = parse_duration)]
+    pub notify_timeout: Option<Duration>,
 }
 
 /// Merge a JSON `--config` file into the arguments: each key becomes `--key value` placed

@@ -2,7 +2,8 @@
 //! `/ha/states` and prints one line `TENURE <STATUS> - text | perfdata`, exiting 0/1/2/3.
 //!
 //! CRITICAL: the node is unreachable, no node is MASTER, or two are. WARNING: no live standby
-//! (no redundancy), a stale node (FAILED), or the master's heartbeat age above `-w`. The node's
+//! (no redundancy), a missing expected member (the node's `missing` list: `run --expect-nodes`
+//! or `--cluster-file`), a stale node (FAILED), or the master's heartbeat age above `-w`. The node's
 //! latest storage call (from `/ha/metrics`) is judged against `--storage-warning/-critical`.
 //! UNKNOWN: bad arguments, a refused login, an answer that is not tenure's.
 
@@ -93,10 +94,12 @@ pub fn evaluate(states: &States, th: &Thresholds) -> Outcome {
         .values()
         .filter(|v| matches!(v.status, NodeState::Standby | NodeState::HotStandby))
         .count();
-    // Sorted already: the nodes are a BTreeMap.
+    // Expected members that are absent, silent or stopped, as the node computed them (sorted).
+    let missing: Vec<&str> = states.missing().iter().map(|m| m.as_ref()).collect();
+    // Sorted already: the nodes are a BTreeMap. A missing member is named once, as missing.
     let stale: Vec<&str> = nodes
         .iter()
-        .filter(|(_, v)| v.status == NodeState::Failed)
+        .filter(|(k, v)| v.status == NodeState::Failed && !missing.contains(&k.as_ref()))
         .map(|(k, _)| k.as_ref())
         .collect();
     let epoch = states.epoch;
@@ -150,6 +153,16 @@ pub fn evaluate(states: &States, th: &Thresholds) -> Outcome {
             "no live standby (no redundancy)".to_string(),
         );
     }
+    if !missing.is_empty() {
+        raise(
+            Status::Warning,
+            format!(
+                "missing expected node{}: {}",
+                if missing.len() > 1 { "s" } else { "" },
+                missing.join(", ")
+            ),
+        );
+    }
     if !stale.is_empty() {
         raise(
             Status::Warning,
@@ -190,6 +203,14 @@ pub fn evaluate(states: &States, th: &Thresholds) -> Outcome {
     }
     if let Some(e) = epoch {
         let _ = write!(perf, " epoch={e};;;0");
+    }
+    if let Some(expected) = &states.expected {
+        let _ = write!(
+            perf,
+            " expected={};;;0 missing={};;;0",
+            expected.len(),
+            missing.len()
+        );
     }
     Outcome {
         status,
@@ -403,6 +424,62 @@ mod tests {
         assert_eq!(o.status, Status::Warning);
         assert!(o.text.starts_with("stale node: c"), "{}", o.text);
         assert!(o.perf.starts_with("nodes=3;;;0 live=2;;;0"), "{}", o.perf);
+    }
+
+    #[test]
+    fn a_missing_expected_member_is_a_warning_naming_it() {
+        let with = |missing: &[&str]| {
+            let mut v = cluster(
+                &[
+                    ("a", "MASTER", 100),
+                    ("b", "STANDBY", 1),
+                    ("c", "FAILED", 40_000),
+                ],
+                Some(2),
+            );
+            v.expected = Some(["a", "b", "c", "d"].map(Into::into).to_vec());
+            v.missing = Some(missing.iter().map(|m| (*m).into()).collect());
+            evaluate(&v, &TH)
+        };
+        let o = with(&["c", "d"]);
+        assert_eq!(o.status, Status::Warning);
+        // c is named once, as missing, not again as stale.
+        assert!(
+            o.text.starts_with("missing expected nodes: c, d; master a"),
+            "{}",
+            o.text
+        );
+        assert!(
+            o.perf.ends_with(" expected=4;;;0 missing=2;;;0"),
+            "{}",
+            o.perf
+        );
+        let o = with(&["d"]);
+        assert!(
+            o.text
+                .starts_with("missing expected node: d; stale node: c; master a"),
+            "{}",
+            o.text
+        );
+        // No master and a member missing: CRITICAL, both said.
+        let mut v = cluster(&[("b", "STANDBY", 1)], Some(2));
+        v.expected = Some(["a", "b"].map(Into::into).to_vec());
+        v.missing = Some(vec!["a".into()]);
+        let o = evaluate(&v, &TH);
+        assert_eq!(o.status, Status::Critical);
+        assert!(
+            o.text
+                .starts_with("no master in the cluster; missing expected node: a"),
+            "{}",
+            o.text
+        );
+        // Without an expected list: no such perfdata.
+        let o = evaluate(
+            &cluster(&[("a", "MASTER", 1), ("b", "STANDBY", 1)], Some(2)),
+            &TH,
+        );
+        assert_eq!(o.status, Status::Ok);
+        assert!(!o.perf.contains("missing="), "{}", o.perf);
     }
 
     #[test]

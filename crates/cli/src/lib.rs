@@ -2,8 +2,10 @@
 //! [`main`]; the library exists so that the fuzz targets (`fuzz/`) can use [`args`] as a
 //! dependency instead of including its source.
 
+mod alerts;
 pub mod args;
 mod check;
+pub mod cluster_file;
 mod doctor;
 mod exec;
 mod guard;
@@ -12,6 +14,7 @@ mod init;
 mod logging;
 mod master;
 mod notify;
+mod pidfile;
 mod query;
 mod run;
 

@@ -29,8 +29,32 @@ pub fn main(a: RunArgs) -> u8 {
     // so that hooks and --exec children never inherit them.
     let env_secret = take_env_secret("TENURE_SECRET");
     let env_accept = take_env_secret("TENURE_ACCEPT_SECRET");
-    crate::logging::init(a.log_format);
-    let keys = match load_keys(&a, env_secret, env_accept) {
+    // `{node}` in --log-file needs the name; without one the run stops below anyway.
+    let log_file = match (&a.log_file, &a.node_name) {
+        (Some(template), Some(name)) => {
+            let path = crate::logging::log_file_path(template, name);
+            match crate::logging::LogFile::open(&path) {
+                Ok(f) => Some(Arc::new(f)),
+                Err(e) => {
+                    eprintln!(
+                        "tenure run: --log-file {}: {e}: create its directory or fix its permissions",
+                        path.display()
+                    );
+                    return REFUSED;
+                }
+            }
+        }
+        _ => None,
+    };
+    crate::logging::init_with_file(a.log_format, log_file.clone());
+    // The expected members (--expect-nodes or --cluster-file); a cluster file may hold the
+    // secret too.
+    let members =
+        match crate::cluster_file::Members::from_args(&a.expect_nodes, a.cluster_file.as_deref()) {
+            Ok(m) => m,
+            Err(e) => return usage(e),
+        };
+    let keys = match load_keys(&a, env_secret, env_accept, members.as_ref()) {
         Ok(k) => k.map(Arc::new),
         Err(e) => return usage(e),
     };
@@ -41,6 +65,16 @@ pub fn main(a: RunArgs) -> u8 {
     };
     if let Err(e) = types::validate_node_name(&name) {
         return usage(e);
+    }
+    if let Some(m) = &members {
+        if let Err(e) = m.admit(&name) {
+            return usage(e);
+        }
+        tracing::info!(
+            "expected members {} (from {}): /ha/states lists the absent or silent ones as missing",
+            m.names.join(","),
+            m.source
+        );
     }
     let Some(store_arg) = a.store.clone() else {
         return usage(
@@ -86,6 +120,11 @@ pub fn main(a: RunArgs) -> u8 {
         app_version: a.app_version.clone(),
         allow_no_master: a.allow_no_master,
         keys: keys.clone(),
+        // `members.file` also holds the cluster file's notification settings.
+        expected_nodes: members
+            .as_ref()
+            .map(|m| m.names.clone())
+            .unwrap_or_default(),
     };
     if let Err(e) = cfg.validate_timings() {
         return usage(e);
@@ -96,6 +135,17 @@ pub fn main(a: RunArgs) -> u8 {
             Ok(u) => Some(u),
             Err(e) => return usage(format!("--users {}: {e}", path.display())),
         },
+    };
+    // Before the store is opened: a second tenure given this node's pid file stops here.
+    let pid_file = match &a.pid_file {
+        Some(path) => match crate::pidfile::PidFile::acquire(path) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                eprintln!("tenure run: {e}");
+                return REFUSED;
+            }
+        },
+        None => None,
     };
     let store: Arc<dyn Store> = match open_store(
         &store_arg,
@@ -122,7 +172,20 @@ pub fn main(a: RunArgs) -> u8 {
             return REFUSED;
         }
     };
-    runtime.block_on(serve(cfg, store, bind, users, a))
+    let files = Files {
+        pid_file,
+        log_file,
+        cluster_file: members.and_then(|m| m.file),
+    };
+    runtime.block_on(serve(cfg, store, bind, users, a, files))
+}
+
+/// The node's local files: `--pid-file` (removed when dropped) and `--log-file`.
+struct Files {
+    pid_file: Option<crate::pidfile::PidFile>,
+    log_file: Option<Arc<crate::logging::LogFile>>,
+    /// `--cluster-file`, for its notification settings.
+    cluster_file: Option<crate::cluster_file::ClusterFile>,
 }
 
 pub(crate) fn take_env_secret(var: &str) -> Option<Vec<u8>> {
@@ -136,19 +199,41 @@ pub(crate) fn take_env_secret(var: &str) -> Option<Vec<u8>> {
     )
 }
 
-/// The cluster secret from --secret-file or TENURE_SECRET (not both), and the extra secret
-/// accepted during a rotation.
+/// The cluster secret from --secret-file, TENURE_SECRET or the --cluster-file (one of them),
+/// and the extra secret accepted during a rotation.
 fn load_keys(
     a: &RunArgs,
     env_secret: Option<Vec<u8>>,
     env_accept: Option<Vec<u8>>,
+    members: Option<&crate::cluster_file::Members>,
 ) -> Result<Option<tenure_election::secret::Keyring>, String> {
+    let Some(file_secret) = members.and_then(|m| m.secret()) else {
+        return keyring(
+            &a.secret_file,
+            &a.accept_secret_file,
+            env_secret,
+            env_accept,
+        );
+    };
+    let source = members.map_or("", |m| m.source.as_str());
+    let other = match (&a.secret_file, &env_secret) {
+        (Some(_), _) => Some("--secret-file"),
+        (None, Some(_)) => Some("TENURE_SECRET"),
+        (None, None) => None,
+    };
+    if let Some(other) = other {
+        return Err(format!(
+            "{source} holds a \"secret\" and {other} is given too: give the cluster secret one way only"
+        ));
+    }
+    // The file's secret stands where TENURE_SECRET would.
     keyring(
-        &a.secret_file,
+        &None,
         &a.accept_secret_file,
-        env_secret,
+        Some(file_secret.to_vec()),
         env_accept,
     )
+    .map_err(|e| format!("{source}: {e}"))
 }
 
 /// The cluster secret (and one accepted during a rotation), from files or the environment.
@@ -194,6 +279,7 @@ async fn serve(
     bind: SocketAddr,
     users: Option<tenure_http::Users>,
     a: RunArgs,
+    mut files: Files,
 ) -> u8 {
     let listener = match tokio::net::TcpListener::bind(bind).await {
         Ok(l) => l,
@@ -211,6 +297,30 @@ async fn serve(
         },
         _ => None,
     };
+    // Notifications (--notify-email, --notify-webhook): checked before the election starts.
+    // A cluster file's `notifErrorRcpts` and `notifTimeout` stand in for --notify-email and
+    // --notify-timeout when those are not given (OpenSpecimen's cluster file); its recipients
+    // are mailed only when --smtp-url says how.
+    let mut notify = a.notify.clone();
+    if let Some(file) = &files.cluster_file {
+        if notify.notify_email.is_empty() && !file.notify_recipients.is_empty() {
+            if notify.smtp_url.is_some() {
+                notify.notify_email = file.notify_recipients.clone();
+            } else {
+                tracing::info!(
+                    "the cluster file names notification recipients ({}), but without --smtp-url no e-mail is sent",
+                    file.notify_recipients.join(", ")
+                );
+            }
+        }
+        if notify.notify_timeout.is_none() {
+            notify.notify_timeout = file.notify_timeout;
+        }
+    }
+    let alert_channels = match crate::alerts::Channels::from_args(&notify) {
+        Ok(c) => c,
+        Err(e) => return usage(e),
+    };
     let name = cfg.name.clone();
     let span = tracing::info_span!("tenure", node = %name);
     let scheme = if tls.is_some() { "https" } else { "http" };
@@ -220,6 +330,20 @@ async fn serve(
         cfg.uri = default_uri(bind).replacen("http://", &format!("{scheme}://"), 1);
     }
     tracing::info!(parent: &span, "serving the HA API on {scheme}://{bind} (node URI {}), store {}", cfg.uri, store.describe());
+    if let Some(p) = files.pid_file.as_mut() {
+        match p.write_pid() {
+            Ok(()) => {
+                tracing::info!(parent: &span, "wrote pid {} to {}", std::process::id(), p.path().display())
+            }
+            Err(e) => {
+                eprintln!("tenure run: {e}");
+                return REFUSED;
+            }
+        }
+    }
+    if let Some(f) = &files.log_file {
+        tracing::info!(parent: &span, "logging to {} too (reopened on SIGHUP)", f.path().display());
+    }
 
     let initial = Snapshot::initializing(&cfg.name, &cfg.instance_id, &cfg.uri, cfg.mode);
     let (snap_tx, snap_rx) = watch::channel(Arc::new(initial));
@@ -254,11 +378,13 @@ async fn serve(
         exec: exec.clone(),
     });
     let cfg_grace = cfg.demote_grace / 2;
+    let renew_deadline = cfg.renew_deadline;
     let now = Now {
         mono: clock::now(),
         wall_ms: clock::wall_millis(),
     };
     let nudge_keys = cfg.keys.clone();
+    let storage_timeout = cfg.storage_timeout;
     match &cfg.keys {
         Some(k) => {
             tracing::info!(parent: &span, "cluster secret: records and nudges are signed with key {}{}", k.current_id(), k.accepted_id().map_or(String::new(), |a| format!("; key {a} is accepted too (rotation)")))
@@ -273,9 +399,15 @@ async fn serve(
         .with_stats(stats.clone());
 
     let notifier = tokio::spawn(crate::notify::run(stats.clone(), snap_rx.clone()));
+    // Its own tasks, fed from the watch channel: the driver never waits for a notification.
+    let alerts = alert_channels.map(|c| {
+        tracing::info!(parent: &span, "notifications: {}", c.describe());
+        span.in_scope(|| crate::alerts::spawn(c, stats.clone(), snap_rx.clone(), renew_deadline))
+    });
     let api = tenure_http::ApiState::new(snap_rx, cmd_tx.clone(), users, a.public_state)
         .with_stats(stats)
         .with_nudge_keys(nudge_keys)
+        .with_storage_timeout(storage_timeout)
         .with_store(store);
     let (stop_http_tx, mut stop_http_rx) = watch::channel(false);
     let http = tokio::spawn(
@@ -293,7 +425,7 @@ async fn serve(
         }
         .instrument(span.clone()),
     );
-    tokio::spawn(signals(cmd_tx).instrument(span.clone()));
+    tokio::spawn(signals(cmd_tx, files.log_file.clone()).instrument(span.clone()));
 
     let exit = driver.run().instrument(span.clone()).await;
     crate::notify::stopping();
@@ -305,6 +437,10 @@ async fn serve(
     if let Ok(n) = &nudger {
         // The release nudges the standbys; let those requests leave before the runtime ends.
         n.drain(Duration::from_millis(500)).await;
+    }
+    if let Some(n) = alerts {
+        // The last ones (a release, a duplicate name), for at most min(--notify-timeout, 5 s).
+        n.finish(&exit.message).instrument(span.clone()).await;
     }
     let _ = stop_http_tx.send(true);
     // Let in-flight answers finish, but never hang the exit on a slow client.
@@ -318,12 +454,14 @@ async fn serve(
     exit.code.clamp(0, 255) as u8
 }
 
-/// SIGTERM/SIGINT ask for a graceful release; a second signal exits at once.
-async fn signals(cmd_tx: mpsc::Sender<Command>) {
+/// SIGTERM/SIGINT ask for a graceful release; a second signal exits at once. SIGHUP reopens
+/// --log-file (logrotate) and never stops the node.
+async fn signals(cmd_tx: mpsc::Sender<Command>, log_file: Option<Arc<crate::logging::LogFile>>) {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
     ) else {
         tracing::error!("cannot install signal handlers");
         return;
@@ -333,6 +471,16 @@ async fn signals(cmd_tx: mpsc::Sender<Command>) {
         let which = tokio::select! {
             _ = term.recv() => "SIGTERM",
             _ = int.recv() => "SIGINT",
+            _ = hup.recv() => {
+                match &log_file {
+                    Some(f) => match f.reopen() {
+                        Ok(()) => tracing::info!("SIGHUP: reopened the log file {}", f.path().display()),
+                        Err(e) => tracing::warn!("SIGHUP: cannot reopen the log file {}: {e}; still logging to the old one", f.path().display()),
+                    },
+                    None => tracing::info!("SIGHUP: no --log-file to reopen; nothing to do"),
+                }
+                continue;
+            }
         };
         count += 1;
         if count == 1 {

@@ -32,12 +32,16 @@ pub struct Config {
     /// The cluster secret: records are signed with it and records without a valid MAC are
     /// never obeyed. `None`: records are unsigned (anyone who can write the store is trusted).
     pub keys: Option<std::sync::Arc<crate::secret::Keyring>>,
+    /// The cluster's expected members (`--expect-nodes`, `--cluster-file`), sorted, without
+    /// duplicates; empty when none were declared. Only reported: the snapshot lists the
+    /// expected nodes that are absent or silent ([`crate::Snapshot::missing_at`]).
+    pub expected_nodes: Vec<String>,
 }
 
 impl Config {
     /// A node in mode auto with DESIGN.md's defaults derived from T and p (D, G, the storage
-    /// timeout, ρ = 1 %), priority 0, no application version and no secret; change the rest
-    /// with struct update syntax.
+    /// timeout, ρ = 1 %), priority 0, no application version, no secret and no expected
+    /// members; change the rest with struct update syntax.
     pub fn with_defaults(
         name: impl Into<String>,
         instance_id: impl Into<String>,
@@ -60,6 +64,7 @@ impl Config {
             app_version: None,
             allow_no_master: false,
             keys: None,
+            expected_nodes: Vec::new(),
         }
     }
 

@@ -112,6 +112,9 @@ pub struct Snapshot {
     /// the guest's boot clock behind while the wall clock is corrected, so a MASTER answer also
     /// needs this offset unchanged within a second (DESIGN §3.2); `None` skips the check.
     pub wall_offset_ns: Option<i128>,
+    /// The cluster's expected members ([`crate::config::Config::expected_nodes`]): sorted,
+    /// empty when none were declared.
+    pub expected: Vec<String>,
 }
 
 /// How far REALTIME − BOOTTIME may move before a master stops answering MASTER.
@@ -151,6 +154,28 @@ impl Snapshot {
         }
     }
 
+    /// The expected members that are absent or silent at `now`, sorted: no heartbeat record
+    /// read, a record unchanged for T (the rule that shows a node FAILED, [`NodeRow::stale_at`])
+    /// or a TERMINATED record (stopped gracefully). This node itself is never missing, nor the
+    /// holder of a live lease whose record has not been read yet. Empty without an expected list.
+    pub fn missing_at(&self, now: Nanos) -> Vec<&str> {
+        if self.expected.is_empty() {
+            return Vec::new();
+        }
+        let master = self.master_at(now).map(|(m, _)| m);
+        self.expected
+            .iter()
+            .map(String::as_str)
+            .filter(|name| *name != self.own_name && Some(*name) != master)
+            .filter(|name| {
+                self.nodes
+                    .iter()
+                    .find(|r| r.name == *name)
+                    .is_none_or(|r| r.status == NodeState::Terminated || now >= r.stale_at)
+            })
+            .collect()
+    }
+
     /// A snapshot of a node that is starting (before its first observation).
     pub fn initializing(own_name: &str, own_instance: &str, own_uri: &str, mode: Mode) -> Self {
         Snapshot {
@@ -175,6 +200,7 @@ impl Snapshot {
             waiting: None,
             shutting_down: false,
             wall_offset_ns: None,
+            expected: Vec::new(),
         }
     }
 }
@@ -193,6 +219,55 @@ mod tests {
         assert_eq!(s.state_at(Nanos(1_000)), NodeState::Standby);
         assert_eq!(s.master_at(Nanos(999)), Some(("a", 3)));
         assert_eq!(s.master_at(Nanos(1_000)), None);
+    }
+
+    fn row(name: &str, status: NodeState, stale_at: u64) -> NodeRow {
+        NodeRow {
+            name: name.into(),
+            instance_id: format!("{name}-1"),
+            uri: String::new(),
+            status,
+            mode: Mode::Auto,
+            priority: 0,
+            app_version: None,
+            local_timestamp_ms: 0,
+            remote_timestamp: None,
+            last_change: Nanos(0),
+            stale_at: Nanos(stale_at),
+            epoch: None,
+        }
+    }
+
+    #[test]
+    fn missing_members_are_the_absent_the_silent_and_the_stopped() {
+        let mut s = Snapshot::initializing("a", "a-1", "http://127.0.0.1:1", Mode::Auto);
+        // No expected list: nothing is missing, whatever the records say.
+        assert!(s.missing_at(Nanos(0)).is_empty());
+        s.expected = ["a", "b", "c", "d", "e"].map(String::from).to_vec();
+        s.nodes = vec![
+            // Its own record may be stale or not read yet: this node is never missing.
+            row("a", NodeState::Standby, 0),
+            row("b", NodeState::Standby, 1_000),
+            row("c", NodeState::Terminated, 1_000),
+            // A disabled node writes FAILED but keeps writing: present.
+            row("d", NodeState::Failed, 1_000),
+            // Not expected: never listed.
+            row("x", NodeState::Standby, 0),
+        ];
+        assert_eq!(s.missing_at(Nanos(999)), ["c", "e"]);
+        // b's and d's records stood still for T: silent.
+        assert_eq!(s.missing_at(Nanos(1_000)), ["b", "c", "d", "e"]);
+        // The holder of a live lease is present even before its record is read.
+        s.lease = Some(LeaseView {
+            holder: "e".into(),
+            instance_id: "e-1".into(),
+            epoch: 2,
+            released: false,
+            holder_uri: String::new(),
+            stale_at: Nanos(2_000),
+        });
+        assert_eq!(s.missing_at(Nanos(999)), ["c"]);
+        assert_eq!(s.missing_at(Nanos(2_000)), ["b", "c", "d", "e"]);
     }
 
     #[test]

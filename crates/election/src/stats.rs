@@ -64,11 +64,42 @@ pub struct Stats {
     pub renew_latency: Latency,
     /// Every storage call, from issue to result.
     pub storage_latency: Latency,
-    /// Turns of the election loop: it wakes at least every 250 ms, so a counter that stops
+    /// Turns of the election loop: it wakes at least every second (`driver::MAX_SLEEP`), so a counter that stops
     /// means a wedged loop (the systemd watchdog checks it).
     pub loop_iterations: AtomicU64,
     /// State transitions since start (the snapshot keeps only the last 200).
     pub transitions: AtomicU64,
+    /// When storage calls began failing with no success since (CLOCK_BOOTTIME ns, see
+    /// [`crate::clock::now`]); 0 while the last call succeeded (a lost conditional write is an
+    /// answer, not a failure). Read by the notifications ("storage failing for longer than D").
+    pub storage_failing_since: AtomicU64,
+    /// Notifications (`tenure run --notify-*`) delivered and failed, per channel.
+    pub notifications: [NotificationCounts; Channel::ALL.len()],
+}
+
+/// A notification channel, the `channel` label of the notification counters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Channel {
+    Email,
+    Webhook,
+}
+
+impl Channel {
+    pub const ALL: [Channel; 2] = [Channel::Email, Channel::Webhook];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Channel::Email => "email",
+            Channel::Webhook => "webhook",
+        }
+    }
+}
+
+/// Delivered and failed notifications of one channel.
+#[derive(Debug, Default)]
+pub struct NotificationCounts {
+    pub sent: AtomicU64,
+    pub failed: AtomicU64,
 }
 
 impl Stats {
@@ -78,6 +109,34 @@ impl Stats {
 
     pub fn transitions(&self) -> u64 {
         self.transitions.load(Ordering::Relaxed)
+    }
+
+    /// Record the outcome of one storage call made at `at` (`ok`: it succeeded or lost a
+    /// conditional write).
+    pub fn storage_outcome(&self, ok: bool, at: crate::clock::Nanos) {
+        if ok {
+            self.storage_failing_since.store(0, Ordering::Relaxed);
+        } else {
+            let _ = self.storage_failing_since.compare_exchange(
+                0,
+                at.0.max(1),
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
+        }
+    }
+
+    /// Since when every storage call has failed, if the last one did.
+    pub fn storage_failing_since(&self) -> Option<crate::clock::Nanos> {
+        match self.storage_failing_since.load(Ordering::Relaxed) {
+            0 => None,
+            n => Some(crate::clock::Nanos(n)),
+        }
+    }
+
+    /// The counters of `channel`.
+    pub fn notifications(&self, channel: Channel) -> &NotificationCounts {
+        &self.notifications[channel as usize]
     }
 }
 
@@ -98,5 +157,19 @@ mod tests {
         assert_eq!(buckets[0], (0.001, 1));
         assert_eq!(buckets[5], (0.05, 1));
         assert_eq!(buckets.last().unwrap(), &(f64::MAX, 1));
+    }
+
+    #[test]
+    fn storage_failing_since_the_first_failure_until_a_success() {
+        use crate::clock::Nanos;
+        let s = Stats::default();
+        assert_eq!(s.storage_failing_since(), None);
+        s.storage_outcome(false, Nanos(10));
+        s.storage_outcome(false, Nanos(20));
+        assert_eq!(s.storage_failing_since(), Some(Nanos(10)));
+        s.storage_outcome(true, Nanos(30));
+        assert_eq!(s.storage_failing_since(), None);
+        s.storage_outcome(false, Nanos(40));
+        assert_eq!(s.storage_failing_since(), Some(Nanos(40)));
     }
 }

@@ -297,6 +297,7 @@ impl Sim {
             app_version: None,
             allow_no_master: true,
             keys: self.keys.clone(),
+            expected_nodes: Vec::new(),
         }
     }
 

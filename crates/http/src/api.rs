@@ -28,7 +28,7 @@ pub(crate) struct CanChange;
 
 /// The caller's login (name and role), `None` on a node without `--users`; 401 for a wrong
 /// or missing login.
-async fn login(
+pub(crate) async fn login(
     state: &ApiState,
     parts: &Parts,
 ) -> Result<Option<(String, crate::auth::Role)>, ApiError> {

@@ -8,9 +8,12 @@ mod api;
 pub mod auth;
 mod build;
 pub mod client;
+mod console;
 mod error;
+mod events;
 mod export;
 mod form;
+pub mod history;
 pub mod nudge;
 mod prom;
 mod server;
@@ -115,6 +118,10 @@ struct Inner {
     nudge_keys: Option<Arc<tenure_election::secret::Keyring>>,
     /// The store, for `/ha/persist/export` only (the driver does all the election's I/O).
     store: Option<Arc<dyn tenure_store::Store>>,
+    /// The cached terms of `…/ha/history` (read from `epochs/` by the HTTP layer).
+    history: history::History,
+    /// The `…/ha/events` streams: their count and the digest they share.
+    events: events::Hub,
 }
 
 /// What the handlers share. Cheap to clone.
@@ -123,6 +130,8 @@ pub struct ApiState {
     inner: Arc<Inner>,
     command_timeout: Duration,
     limits: Limits,
+    /// The deadline of one storage call (`--storage-timeout`), for the history's reads.
+    storage_timeout: Option<Duration>,
 }
 
 impl ApiState {
@@ -145,9 +154,12 @@ impl ApiState {
                 nudges: std::sync::Mutex::new(NudgeGate::default()),
                 nudge_keys: None,
                 store: None,
+                history: history::History::default(),
+                events: events::Hub::default(),
             }),
             command_timeout: Duration::from_secs(60),
             limits: Limits::default(),
+            storage_timeout: None,
         }
     }
 
@@ -164,6 +176,21 @@ impl ApiState {
         let inner = Arc::get_mut(&mut self.inner).expect("with_store is called before cloning");
         inner.store = Some(store);
         self
+    }
+
+    /// The deadline of one storage call (`--storage-timeout`); the history reads `epochs/`
+    /// within two of them. Default: the default for the snapshot's poll period.
+    pub fn with_storage_timeout(mut self, timeout: Duration) -> Self {
+        self.storage_timeout = Some(timeout);
+        self
+    }
+
+    fn storage_timeout(&self) -> Duration {
+        self.storage_timeout.unwrap_or_else(|| {
+            tenure_election::config::Config::default_storage_timeout(Duration::from_millis(
+                self.inner.snapshot.borrow().poll_period_ms,
+            ))
+        })
     }
 
     /// The server's limits (default [`Limits::default`]).
@@ -283,6 +310,8 @@ pub fn router(state: ApiState) -> Router {
                 get(api::get_priority).post(api::set_priority),
             )
             .route(&format!("{prefix}/metrics"), get(api::ha_metrics))
+            .route(&format!("{prefix}/history"), get(history::history))
+            .route(&format!("{prefix}/events"), get(events::events))
             .route(&format!("{prefix}/nudge"), post(api::nudge))
             .route(&format!("{prefix}/persist/export"), get(export::export))
             .route(&format!("{prefix}/persist/import"), post(export::import));
@@ -303,6 +332,7 @@ pub fn router(state: ApiState) -> Router {
         )
         .route("/v1/server/config/{key}", get(server_info::config))
         .route("/metrics", get(api::prometheus))
+        .merge(console::routes())
         .fallback(api::not_found)
         .method_not_allowed_fallback(api::method_not_allowed)
         .layer(DefaultBodyLimit::max(state.limits.max_body))

@@ -10,7 +10,8 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 use prometheus_client::registry::Unit;
 use std::sync::Arc;
-use tenure_election::stats::Latency;
+use std::sync::atomic::Ordering;
+use tenure_election::stats::{Channel, Latency};
 use tenure_election::{NodeState, Snapshot, Stats, clock};
 use tokio::sync::watch;
 
@@ -122,6 +123,27 @@ impl Collector for SnapshotCollector {
                 "Every storage call, from issue to result",
                 &stats.storage_latency,
             )?;
+            for (name, help, sent) in [
+                (
+                    "tenure_notifications_sent",
+                    "Notifications (--notify-email, --notify-webhook) delivered, per channel",
+                    true,
+                ),
+                (
+                    "tenure_notifications_failed",
+                    "Notifications that could not be delivered (each logged as a WARN), per channel",
+                    false,
+                ),
+            ] {
+                let proto = ConstCounter::new(0u64);
+                let mut family = enc.encode_descriptor(name, help, None, proto.metric_type())?;
+                for ch in Channel::ALL {
+                    let n = stats.notifications(ch);
+                    let v = if sent { &n.sent } else { &n.failed };
+                    ConstCounter::new(v.load(Ordering::Relaxed))
+                        .encode(family.encode_family(&[("channel", ch.as_str())])?)?;
+                }
+            }
         }
         {
             let proto = ConstGauge::new(0f64);
@@ -172,4 +194,35 @@ pub(crate) fn encode(registry: &Registry) -> Result<String, std::fmt::Error> {
     let mut out = String::with_capacity(2048);
     prometheus_client::encoding::text::encode(&mut out, registry)?;
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn notification_counters_per_channel() {
+        let snap =
+            Snapshot::initializing("a", "i", "http://127.0.0.1:1/", tenure_election::Mode::Auto);
+        let (_tx, rx) = watch::channel(Arc::new(snap));
+        let stats = Arc::new(Stats::default());
+        stats
+            .notifications(Channel::Email)
+            .sent
+            .fetch_add(2, Ordering::Relaxed);
+        stats
+            .notifications(Channel::Webhook)
+            .failed
+            .fetch_add(1, Ordering::Relaxed);
+        let text = encode(&registry(rx, Some(stats))).unwrap();
+        for line in [
+            "# TYPE tenure_notifications_sent counter",
+            "tenure_notifications_sent_total{channel=\"email\"} 2",
+            "tenure_notifications_sent_total{channel=\"webhook\"} 0",
+            "tenure_notifications_failed_total{channel=\"email\"} 0",
+            "tenure_notifications_failed_total{channel=\"webhook\"} 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no {line:?} in:\n{text}");
+        }
+    }
 }

@@ -14,6 +14,10 @@
 //! - HTTP/1.1 only (TLS offers ALPN `http/1.1`).
 //!
 //! Body size and body read time are enforced per request by the router's middleware.
+//!
+//! An event stream (`…/ha/events`, [`crate::events`]) is long-lived: it gives its
+//! connection's slot back ([`ConnSlot`]) and holds a place among the streams instead, so idle
+//! subscribers never keep pollers out; its connection closes when the stream ends.
 
 use crate::Limits;
 use axum::Router;
@@ -28,7 +32,7 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 
 /// How long open requests may still finish after the shutdown signal.
@@ -84,8 +88,12 @@ pub(crate) async fn run(
         };
         // Small answers to pollers: do not let Nagle hold them back.
         let _ = tcp.set_nodelay(true);
+        let slot = ConnSlot(Arc::new(std::sync::Mutex::new(Some(permit))));
         let conn = Conn {
-            router: router.clone(),
+            service: WithSlot {
+                router: router.clone(),
+                slot: slot.clone(),
+            },
             builder: builder.clone(),
             write_timeout: limits.write_timeout,
             stop: stop_rx.clone(),
@@ -93,7 +101,7 @@ pub(crate) async fn run(
         let tls = tls.clone();
         let handshake_timeout = limits.handshake_timeout;
         tokio::spawn(async move {
-            let _permit = permit;
+            let _slot = slot;
             match tls {
                 None => conn.serve(tcp).await,
                 Some(acceptor) => {
@@ -123,8 +131,53 @@ fn is_connection_error(e: &io::Error) -> bool {
     )
 }
 
-struct Conn {
+/// A connection's place among [`Limits::max_connections`], until the connection closes or
+/// [`ConnSlot::release`] gives it back.
+#[derive(Clone)]
+pub(crate) struct ConnSlot(Arc<std::sync::Mutex<Option<OwnedSemaphorePermit>>>);
+
+impl ConnSlot {
+    /// Frees the connection's slot now (an event stream, which is limited on its own).
+    pub(crate) fn release(&self) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).take();
+    }
+}
+
+/// The router, handing event-stream requests their connection's [`ConnSlot`] (only those: the
+/// other requests pay nothing for it).
+#[derive(Clone)]
+struct WithSlot {
     router: Router,
+    slot: ConnSlot,
+}
+
+impl<B> tower_service::Service<hyper::Request<B>> for WithSlot
+where
+    Router: tower_service::Service<
+            hyper::Request<B>,
+            Response = axum::response::Response,
+            Error = std::convert::Infallible,
+            Future = axum::routing::future::RouteFuture<std::convert::Infallible>,
+        >,
+{
+    type Response = axum::response::Response;
+    type Error = std::convert::Infallible;
+    type Future = axum::routing::future::RouteFuture<std::convert::Infallible>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        tower_service::Service::<hyper::Request<B>>::poll_ready(&mut self.router, cx)
+    }
+
+    fn call(&mut self, mut req: hyper::Request<B>) -> Self::Future {
+        if req.uri().path().ends_with(crate::events::PATH_SUFFIX) {
+            req.extensions_mut().insert(self.slot.clone());
+        }
+        self.router.call(req)
+    }
+}
+
+struct Conn {
+    service: WithSlot,
     builder: http1::Builder,
     write_timeout: Duration,
     stop: watch::Receiver<bool>,
@@ -138,7 +191,7 @@ impl Conn {
         let io = TokioIo::new(WriteDeadline::new(io, self.write_timeout));
         let conn = self
             .builder
-            .serve_connection(io, TowerToHyperService::new(self.router));
+            .serve_connection(io, TowerToHyperService::new(self.service));
         tokio::pin!(conn);
         tokio::select! {
             r = conn.as_mut() => {

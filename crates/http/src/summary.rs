@@ -136,6 +136,18 @@ pub(crate) fn summarize(snap: &Snapshot, now: Nanos) -> States<'_> {
                 reason: Cow::Borrowed(&b.reason),
             })
             .collect(),
+        expected: (!snap.expected.is_empty()).then(|| {
+            snap.expected
+                .iter()
+                .map(|n| Cow::Borrowed(n.as_str()))
+                .collect()
+        }),
+        missing: (!snap.expected.is_empty()).then(|| {
+            snap.missing_at(now)
+                .into_iter()
+                .map(Cow::Borrowed)
+                .collect()
+        }),
     }
 }
 

@@ -53,6 +53,15 @@ pub struct States<'a> {
     pub epoch: Option<u64>,
     #[serde(default)]
     pub bad_records: Vec<BadRecordView<'a>>,
+    /// The cluster's expected members (`--expect-nodes`, `--cluster-file`), sorted; absent
+    /// when the node was given none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected: Option<Vec<Cow<'a, str>>>,
+    /// The expected members that are absent (no heartbeat record), silent (a record unchanged
+    /// for T: the row says FAILED) or stopped (TERMINATED), sorted; present (maybe empty)
+    /// exactly when `expected` is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub missing: Option<Vec<Cow<'a, str>>>,
 }
 
 impl States<'_> {
@@ -61,7 +70,13 @@ impl States<'_> {
         self.master_id.as_deref().filter(|m| !m.is_empty())
     }
 
-    /// Brooklyn's shape of the same answer.
+    /// The missing expected members (empty without an expected list).
+    pub fn missing(&self) -> &[Cow<'_, str>] {
+        self.missing.as_deref().unwrap_or_default()
+    }
+
+    /// Brooklyn's shape of the same answer (which has no `expected` or `missing`: Brooklyn's
+    /// Java client refuses unknown fields).
     pub fn brooklyn(&self) -> HaSummary<'_> {
         HaSummary {
             plane_id: Cow::Borrowed(&self.plane_id),

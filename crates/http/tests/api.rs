@@ -471,6 +471,66 @@ async fn states_follow_the_lease_and_heartbeats() {
     assert!(v["nodes"].get("m").is_none());
 }
 
+/// Expected members: `/ha/states` lists them and the missing ones (absent, silent, stopped);
+/// Brooklyn's `/v1/server/ha/states` stays exactly Brooklyn's; without a list, neither field.
+#[tokio::test]
+async fn states_list_the_missing_expected_members() {
+    let now = clock::now();
+    let mut s = snapshot();
+    s.nodes = vec![
+        row("b", NodeState::Standby, now + HOUR),
+        row("c", NodeState::Standby, now.saturating_sub(SEC)),
+        row("d", NodeState::Terminated, now + HOUR),
+        row("x", NodeState::Standby, now + HOUR),
+    ];
+    s.lease = Some(lease("m", 2, false, now + HOUR));
+    let srv = start(s.clone(), None, false).await;
+    let c = http();
+    let get = |path: &'static str| {
+        let c = c.clone();
+        let url = srv.url(path);
+        async move {
+            c.get(url)
+                .send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
+        }
+    };
+    let v = get("/ha/states").await;
+    assert!(
+        v.get("expected").is_none() && v.get("missing").is_none(),
+        "{v}"
+    );
+
+    s.expected = ["a", "b", "c", "d", "e", "m"].map(String::from).to_vec();
+    srv.set(s.clone());
+    let v = get("/ha/states").await;
+    assert_eq!(
+        v["expected"],
+        serde_json::json!(["a", "b", "c", "d", "e", "m"])
+    );
+    assert_eq!(v["missing"], serde_json::json!(["c", "d", "e"]), "{v}");
+    // The rows are unchanged: the silent one is FAILED, the absent one has none.
+    assert_eq!(v["nodes"]["c"]["status"], "FAILED");
+    assert!(v["nodes"].get("e").is_none());
+    let parsed: tenure_http::wire::States = serde_json::from_value(v).unwrap();
+    assert_eq!(parsed.missing(), ["c", "d", "e"]);
+    let b = get("/v1/server/ha/states").await;
+    let mut keys: Vec<&str> = b.as_object().unwrap().keys().map(String::as_str).collect();
+    keys.sort_unstable();
+    assert_eq!(keys, ["links", "masterId", "nodes", "ownId", "planeId"]);
+
+    // All present: the list is there and empty.
+    s.nodes.retain(|r| r.name == "b" || r.name == "x");
+    s.expected = ["a", "b", "m"].map(String::from).to_vec();
+    srv.set(s);
+    let v = get("/ha/states").await;
+    assert_eq!(v["missing"], serde_json::json!([]), "{v}");
+}
+
 #[tokio::test]
 async fn aliases_answer_like_the_v1_paths() {
     let srv = start(as_master(snapshot(), clock::now() + HOUR, 3), None, false).await;
@@ -755,7 +815,8 @@ async fn bad_input_and_driver_errors_are_json() {
     // Unknown path and wrong method: JSON too.
     let r = c.get(srv.url("/v1/server/ha/nope")).send().await.unwrap();
     json_error(r, StatusCode::NOT_FOUND, "not-found").await;
-    let r = c.get(srv.url("/")).send().await.unwrap();
+    // (`/` is the web console, tests/console.rs.)
+    let r = c.get(srv.url("/nope")).send().await.unwrap();
     json_error(r, StatusCode::NOT_FOUND, "not-found").await;
     let r = c.delete(srv.url("/ha/state")).send().await.unwrap();
     assert!(r.headers().get("allow").is_some());

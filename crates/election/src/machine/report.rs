@@ -150,6 +150,7 @@ impl Machine {
                     .is_some_and(|r| matches!(r.then, AfterRelease::Shutdown)),
             // The machine reads no clock; the driver stamps this when it publishes.
             wall_offset_ns: None,
+            expected: self.cfg.expected_nodes.clone(),
         }
     }
 }
