@@ -678,32 +678,28 @@ async fn send_webhook(w: &Webhook, a: &Alert, timeout: Duration) -> Result<(), S
     }
 }
 
+/// Logs a failed delivery (`how`: "by e-mail via SERVER") and counts the outcome.
+fn settle(stats: &Stats, a: &Alert, channel: Channel, how: &str, r: Result<(), String>) {
+    if let Err(err) = &r {
+        tracing::warn!(event = a.kind.as_str(), "notification {how} failed: {err}");
+    }
+    count(stats, channel, r.is_ok());
+}
+
 async fn sender(ch: Arc<Channels>, stats: Arc<Stats>, mut rx: mpsc::Receiver<Alert>) {
     while let Some(a) = rx.recv().await {
         let email = async {
             if let Some(e) = &ch.email {
                 let r = send_email(e, &a, ch.timeout).await;
-                if let Err(err) = &r {
-                    tracing::warn!(
-                        event = a.kind.as_str(),
-                        "notification by e-mail via {} failed: {err}",
-                        e.server
-                    );
-                }
-                count(&stats, Channel::Email, r.is_ok());
+                let how = format!("by e-mail via {}", e.server);
+                settle(&stats, &a, Channel::Email, &how, r);
             }
         };
         let webhook = async {
             if let Some(w) = &ch.webhook {
                 let r = send_webhook(w, &a, ch.timeout).await;
-                if let Err(err) = &r {
-                    tracing::warn!(
-                        event = a.kind.as_str(),
-                        "notification by webhook to {} failed: {err}",
-                        w.server
-                    );
-                }
-                count(&stats, Channel::Webhook, r.is_ok());
+                let how = format!("by webhook to {}", w.server);
+                settle(&stats, &a, Channel::Webhook, &how, r);
             }
         };
         tokio::join!(email, webhook);

@@ -1,7 +1,8 @@
 //! The API over real sockets: a served router, a hand-made snapshot in a watch channel and a
 //! task answering commands like the driver would.
 
-use argon2::password_hash::{PasswordHasher, SaltString};
+mod common;
+use common::users;
 use reqwest::StatusCode;
 use serde_json::Value;
 use std::sync::{Arc, Mutex};
@@ -68,28 +69,6 @@ fn lease(holder: &str, epoch: u64, released: bool, stale_at: Nanos) -> LeaseView
         holder_uri: format!("http://{holder}.example:8081"),
         stale_at,
     }
-}
-
-/// Cheap argon2 parameters: unoptimised argon2 with the defaults takes about a second.
-fn cheap_hash(password: &str) -> String {
-    let params = argon2::Params::new(256, 1, 1, None).unwrap();
-    let salt = SaltString::encode_b64(&rand::random::<[u8; 16]>()).unwrap();
-    argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params)
-        .hash_password(password.as_bytes(), &salt)
-        .unwrap()
-        .to_string()
-}
-
-fn users() -> Users {
-    let text = serde_json::json!({"users": {
-        "alice": {"password": cheap_hash("alice-pw"), "role": "admin"},
-        "bob": {"password": cheap_hash("bob-pw"), "role": "reader"},
-    }})
-    .to_string();
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("users.json");
-    std::fs::write(&path, text).unwrap();
-    Users::load(&path).unwrap()
 }
 
 /// How the fake driver answers.

@@ -2,7 +2,8 @@
 //! hung one), `…/ha/events` following the snapshot channel, and the page (`/`, `/ui`): its
 //! headers, its banner, and its forms for admins only.
 
-use argon2::password_hash::{PasswordHasher, SaltString};
+mod common;
+use common::users;
 use reqwest::StatusCode;
 use serde_json::Value;
 use std::sync::Arc;
@@ -64,27 +65,6 @@ fn term(epoch: u64, holder: &str, reason: &str) -> Vec<u8> {
         previous_holder: (epoch > 1).then(|| "x".to_string()),
         reason: reason.into(),
     })
-}
-
-fn cheap_hash(password: &str) -> String {
-    let params = argon2::Params::new(256, 1, 1, None).unwrap();
-    let salt = SaltString::encode_b64(&rand::random::<[u8; 16]>()).unwrap();
-    argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params)
-        .hash_password(password.as_bytes(), &salt)
-        .unwrap()
-        .to_string()
-}
-
-fn users() -> Users {
-    let text = serde_json::json!({"users": {
-        "alice": {"password": cheap_hash("alice-pw"), "role": "admin"},
-        "bob": {"password": cheap_hash("bob-pw"), "role": "reader"},
-    }})
-    .to_string();
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("users.json");
-    std::fs::write(&path, text).unwrap();
-    Users::load(&path).unwrap()
 }
 
 struct Server {
