@@ -269,3 +269,53 @@ pub fn holds_write_flock(pid: i32, ino: u64) -> bool {
             && f[5].rsplit(':').next().and_then(|i| i.parse::<u64>().ok()) == Some(ino)
     })
 }
+
+/// Restart in place (`--state-dir`): kill -9 of the master and an immediate restart with the
+/// same state directory. The restarted process answers MASTER again well before T (it knows
+/// its previous instance is dead), and no other node answers MASTER meanwhile; then the same
+/// for a standby, which serves STANDBY again without watching its old record for T. The
+/// cluster's T must be long (≥ 5 s) so that a failover could not pass for a resume.
+/// `state_dir` is the node's `--state-dir`, already in the specs the caller started.
+pub fn restart_in_place(c: &mut Cluster, labels: &[&str]) {
+    let tm = c.timing;
+    assert!(
+        tm.t >= Duration::from_secs(5),
+        "T too short to tell a resume from a failover"
+    );
+    let (old, old_epoch) = c.wait_stable_master(labels, settle_timeout(&tm));
+    let killed_at = Instant::now();
+    c.node_mut(&old).restart();
+    // Bounded by T/2: a restart that waited T would let a standby take over first.
+    let back = c.wait_answer(&old, "MASTER", tm.t / 2);
+    let epoch = back.epoch.expect("a MASTER answer carries X-HA-Epoch");
+    assert!(epoch > old_epoch, "epoch {epoch} is not above {old_epoch}");
+    let h = c.history();
+    for other in others(labels, &old) {
+        assert_never_master_since(&h, other, killed_at);
+    }
+    let log = c.node(&old).last_start_log();
+    assert!(
+        log.contains("standing for election (rank 0): restart in place"),
+        "{old} did not take its lease back as a restart in place:\n{log}"
+    );
+    // A standby: STANDBY again at once, the master untouched.
+    let standby = others(labels, &old)[0].to_string();
+    let restarted_at = Instant::now();
+    c.node_mut(&standby).restart();
+    c.wait_answer(&standby, "STANDBY", tm.t / 2);
+    let log = c.node(&standby).last_start_log();
+    assert!(
+        log.contains("restart in place: nodes/") && !log.contains("to stand still for T"),
+        "{standby} watched its old record instead of taking its name back:\n{log}"
+    );
+    let h = c.history();
+    assert_kept_answering(
+        &h,
+        &old,
+        restarted_at,
+        Instant::now(),
+        "MASTER",
+        tm.p + tm.margin,
+    );
+    c.assert_safe();
+}

@@ -518,9 +518,15 @@ fn debian_package_builds_installs_upgrades_and_purges() {
     // The postinst is idempotent: still one user, the same ids.
     assert_eq!(check_user(&root), (uid, gid));
 
-    // Remove: the conffile stays. Purge: it goes; a non-empty /var/lib/tenure (it may hold a
-    // store) and the user stay (Debian practice for system users).
+    // Remove: the conffile stays. Purge: it goes, and so do the nodes' state files; a
+    // non-empty /var/lib/tenure (it may hold a store, whose lease.lock is no state file) and
+    // the user stay (Debian practice for system users).
     std::fs::write(root.join("var/lib/tenure/keep"), "a store, say").unwrap();
+    std::fs::write(root.join("var/lib/tenure/lease.lock"), "a store's lease").unwrap();
+    let state = ["node-a.0123abcd.lock", "node-a.0123abcd.json"];
+    for f in state {
+        std::fs::write(root.join("var/lib/tenure").join(f), "").unwrap();
+    }
     run(dpkg(&root).args(["--remove", "tenure"]));
     assert!(!installed.exists() && !root.join(UNIT).exists());
     assert_eq!(std::fs::read_to_string(&env).unwrap(), modified);
@@ -535,6 +541,13 @@ fn debian_package_builds_installs_upgrades_and_purges() {
         "/etc/tenure survived the purge"
     );
     assert!(root.join("var/lib/tenure/keep").exists());
+    assert!(root.join("var/lib/tenure/lease.lock").exists());
+    for f in state {
+        assert!(
+            !root.join("var/lib/tenure").join(f).exists(),
+            "the state file {f} survived the purge"
+        );
+    }
     assert!(
         !root
             .join("var/lib/systemd/deb-systemd-helper-enabled/tenure.service.dsh-also")

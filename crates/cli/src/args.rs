@@ -326,6 +326,14 @@ pub struct RunArgs {
     /// a running tenure holds it.
     #[arg(long, env = "TENURE_PID_FILE")]
     pub pid_file: Option<PathBuf>,
+
+    /// A local directory for this node's state file (its instance id, held under a lock),
+    /// so that a restarted node takes its name, and its lease if it was master, back at once
+    /// instead of after --heartbeat-timeout. Must not be on the store or on a network
+    /// filesystem [default: systemd's $STATE_DIRECTORY, else /var/lib/tenure if it exists,
+    /// else off].
+    #[arg(long, env = "TENURE_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
 }
 
 // The value parsers here (parse_duration, parse_mode, parse_drift) keep `String` errors: clap

@@ -23,6 +23,7 @@
 
 use crate::args::LogFormat;
 use crate::guard::{self, Ended};
+use crate::statefile::{ExecProcs, StateFile, start_time};
 use std::os::fd::OwnedFd;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
@@ -63,6 +64,9 @@ struct Settings {
     program: PathBuf,
     /// The driver's snapshots, for the lease deadline V (`master_until`).
     snapshots: watch::Receiver<Arc<Snapshot>>,
+    /// `--state-dir`: where the running guard and child are recorded, so that a restart in
+    /// place after a SIGKILL stops them before it can start its own.
+    state_file: Option<Arc<StateFile>>,
 }
 
 struct Running {
@@ -96,10 +100,19 @@ impl Exec {
                 log,
                 program,
                 snapshots,
+                state_file: None,
             }),
             running: Mutex::new(None),
             slot: Arc::new(tokio::sync::Mutex::new(())),
         }
+    }
+
+    /// Records every guard and child in this node's state file (see [`StateFile`]).
+    pub fn with_state_file(mut self, state: Option<Arc<StateFile>>) -> Exec {
+        if let Some(settings) = Arc::get_mut(&mut self.settings) {
+            settings.state_file = state;
+        }
+        self
     }
 
     /// Starts the supervisor (if not already running). Called synchronously, in transition
@@ -289,6 +302,19 @@ async fn run_guarded(
         Err(e) => return Run::Ended(End::Spawn(e)),
     };
     let guard_pid = guard.id();
+    let record = |child: Option<i32>| {
+        let (Some(state), Some(g)) = (&s.state_file, guard_pid) else {
+            return;
+        };
+        let g = g as i32;
+        let Some(g_start) = start_time(g) else { return };
+        let child = child.and_then(|c| start_time(c).map(|t| (c, t)));
+        state.set_exec(Some(ExecProcs {
+            guard: (g, g_start),
+            child,
+        }));
+    };
+    record(None);
     let (rd, wr) = ours.into_split();
     let mut lines = BufReader::new(rd).lines();
     let mut seen = Seen::default();
@@ -314,7 +340,13 @@ async fn run_guarded(
             }
             st = guard.wait() => break st,
             l = lines.next_line(), if open => match l {
-                Ok(Some(l)) => seen.line(&l, guard_pid, &s.cmd),
+                Ok(Some(l)) => {
+                    let had = seen.pid;
+                    seen.line(&l, guard_pid, &s.cmd);
+                    if seen.pid != had {
+                        record(seen.pid);
+                    }
+                }
                 _ => open = false,
             },
             ch = snaps.changed(), if watching && kill_at.is_none() => match ch {
@@ -337,6 +369,9 @@ async fn run_guarded(
             }
         }
     };
+    if let Some(state) = &s.state_file {
+        state.set_exec(None);
+    }
     // The report may still be in the channel: read it to the end (the guard has exited).
     while open {
         match tokio::time::timeout(Duration::from_secs(1), lines.next_line()).await {

@@ -17,6 +17,7 @@ mod notify;
 mod pidfile;
 mod query;
 mod run;
+mod statefile;
 
 use args::{Cli, Cmd};
 use clap::Parser;

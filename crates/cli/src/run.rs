@@ -92,9 +92,10 @@ pub fn main(a: RunArgs) -> u8 {
     };
     let t = a.heartbeat_timeout;
     let p = a.poll_period;
-    let cfg = Config {
+    let mut cfg = Config {
         name: name.clone(),
         instance_id: uuid::Uuid::new_v4().to_string(),
+        previous_instance: None,
         uri: a.node_uri.clone().unwrap_or_else(|| {
             let uri = default_uri(bind);
             if a.tls_cert.is_some() {
@@ -147,6 +148,25 @@ pub fn main(a: RunArgs) -> u8 {
         },
         None => None,
     };
+    // Before the store is opened too: a second tenure of this name on this host stops here,
+    // and the previous instance's --exec child is gone before this one can be master.
+    let state_file = match take_state_file(
+        &a,
+        &store_arg,
+        &name,
+        &cfg.instance_id,
+        cfg.demote_grace / 2,
+    ) {
+        Ok(Some((state, previous))) => {
+            cfg.previous_instance = previous;
+            Some(Arc::new(state))
+        }
+        Ok(None) => None,
+        Err(e) => {
+            eprintln!("tenure run: {e}");
+            return REFUSED;
+        }
+    };
     let store: Arc<dyn Store> = match open_store(
         &store_arg,
         a.allow_nlm,
@@ -174,6 +194,7 @@ pub fn main(a: RunArgs) -> u8 {
     };
     let files = Files {
         pid_file,
+        state_file,
         log_file,
         cluster_file: members.and_then(|m| m.file),
     };
@@ -183,9 +204,61 @@ pub fn main(a: RunArgs) -> u8 {
 /// The node's local files: `--pid-file` (removed when dropped) and `--log-file`.
 struct Files {
     pid_file: Option<crate::pidfile::PidFile>,
+    /// `--state-dir`: held (locked) for the life of the process.
+    state_file: Option<Arc<crate::statefile::StateFile>>,
     log_file: Option<Arc<crate::logging::LogFile>>,
     /// `--cluster-file`, for its notification settings.
     cluster_file: Option<crate::cluster_file::ClusterFile>,
+}
+
+/// `--state-dir` (restart in place): takes this node's state file, stops the previous
+/// instance's `--exec` child if it still runs, and names this instance in the file. Returns
+/// the file and the previous instance when it is known dead and this boot's; `None` when
+/// restart in place is off.
+fn take_state_file(
+    a: &RunArgs,
+    store_arg: &str,
+    name: &str,
+    instance_id: &str,
+    kill_after: Duration,
+) -> Result<Option<(crate::statefile::StateFile, Option<String>)>, String> {
+    use crate::statefile::{StateFile, resolve, stop_previous_exec};
+    let Some(dir) = resolve(a.state_dir.as_deref()) else {
+        tracing::info!(
+            "restart in place is off (no --state-dir, and {} does not exist): a restarted node waits T for its previous record",
+            crate::statefile::DEFAULT_DIR
+        );
+        return Ok(None);
+    };
+    // The store as one string, however it was spelled: a directory's canonical path.
+    let (key, root) = match StoreLocation::parse(store_arg) {
+        Ok(StoreLocation::Directory(p)) => {
+            let c = p.canonicalize().unwrap_or(p);
+            (c.display().to_string(), Some(c))
+        }
+        _ => (store_arg.trim_end_matches('/').to_string(), None),
+    };
+    let (mut state, previous) = StateFile::acquire(&dir, name, &key, root.as_deref())?;
+    if let Some(x) = previous.exec
+        && let Some(what) = stop_previous_exec(x, kill_after)
+    {
+        tracing::warn!(
+            "the previous instance's {what} still ran: stopped before this node may be master (one --exec child at a time)"
+        );
+    }
+    state.begin(instance_id)?;
+    match (&previous.instance_id, &previous.not_usable) {
+        (Some(id), _) => tracing::info!(
+            "state file {}: the previous instance {id} of {name} on this host is dead (its lock was free): its record, and its lease if it was master, are taken back at once",
+            state.path().display()
+        ),
+        (None, Some(why)) => tracing::info!(
+            "state file {}: {why}: a previous record of {name} waits T as usual",
+            state.path().display()
+        ),
+        (None, None) => tracing::info!("state file {}", state.path().display()),
+    }
+    Ok(Some((state, previous.instance_id)))
 }
 
 pub(crate) fn take_env_secret(var: &str) -> Option<Vec<u8>> {
@@ -362,13 +435,16 @@ async fn serve(
         }
     };
     let exec = a.exec.clone().map(|cmd| {
-        Arc::new(crate::exec::Exec::new(
-            cmd,
-            cfg.name.clone(),
-            cfg.demote_grace,
-            a.log_format,
-            snap_rx.clone(),
-        ))
+        Arc::new(
+            crate::exec::Exec::new(
+                cmd,
+                cfg.name.clone(),
+                cfg.demote_grace,
+                a.log_format,
+                snap_rx.clone(),
+            )
+            .with_state_file(files.state_file.clone()),
+        )
     });
     let hooks = Arc::new(ShellHooks {
         on_promote: a.on_promote.clone(),

@@ -11,6 +11,10 @@ pub struct Config {
     pub name: String,
     /// Fresh per process start.
     pub instance_id: String,
+    /// This node's previous instance on this host, known to be dead: its state file's flock
+    /// was free when this process took it (`--state-dir`). A record or an unreleased lease of
+    /// that instance is taken back at once instead of after T (DESIGN §3.6). `None`: unknown.
+    pub previous_instance: Option<String>,
     /// Where other nodes reach this one (`http://host:port`).
     pub uri: String,
     pub mode: Mode,
@@ -52,6 +56,7 @@ impl Config {
         Config {
             name: name.into(),
             instance_id: instance_id.into(),
+            previous_instance: None,
             uri: uri.into(),
             mode: Mode::Auto,
             heartbeat_timeout: t,

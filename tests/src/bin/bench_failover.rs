@@ -10,10 +10,15 @@
 //! For each run: a fresh 3-node cluster; kill -9 of the master, time until another node
 //! answers MASTER (reported as failover − T); then SIGTERM of the new master, time until a third
 //! node answers MASTER (the handover). Onsets are the midpoint between the last non-MASTER and
-//! the first MASTER sample, so the resolution is the sampling period. Prints a Markdown table.
+//! the first MASTER sample, so the resolution is the sampling period. Then the restart in
+//! place (`--state-dir`): kill -9 of the master and an immediate restart of the same node,
+//! time until it answers at all (start-up) and until it answers MASTER again (no other node
+//! may answer MASTER meanwhile); the same for a standby, until it answers STANDBY again.
+//! Prints Markdown tables.
 
 use std::time::{Duration, Instant};
-use tenure_tests::{Cluster, Timing};
+use tenure_tests::cluster::NodeSpec;
+use tenure_tests::{Cluster, Timing, wait_until};
 
 /// A fresh cluster on the chosen store.
 fn cluster(store: &str, timing: Timing) -> Cluster {
@@ -73,9 +78,14 @@ fn main() {
     let names = ["node-a", "node-b", "node-c"];
     let mut failover_minus_t = Vec::new();
     let mut handover = Vec::new();
+    let (mut master_up, mut master_back, mut standby_up, mut standby_back) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for run in 1..=runs {
         let mut c = cluster(&store, timing);
-        c.start_all(&names);
+        let state = c.root().join("state").display().to_string();
+        for n in names {
+            c.start(NodeSpec::new(n).args(&["--state-dir", &state]));
+        }
         let (old, _) = c.wait_stable_master(&names, t * 3 + Duration::from_secs(5));
         let killed = c.node_mut(&old).kill9();
         let onset = c.wait_takeover(killed, &[&old], t * 2 + Duration::from_secs(5));
@@ -101,10 +111,30 @@ fn main() {
             .as_secs_f64()
             * 1e3;
         handover.push(h);
+        // Restart in place: the master, then a standby, killed and started again at once
+        // (the two stopped above first join again).
+        c.node_mut(&old).restart();
+        c.node_mut(&new).restart();
+        let (m, _) = c.wait_stable_master(&names, t * 2);
+        std::thread::sleep(p * 3);
+        let (up, back) = restart(&mut c, &m, "MASTER", t);
+        let others: Vec<&str> = names.iter().copied().filter(|n| *n != m).collect();
+        let h = c.history();
+        for o in &others {
+            tenure_tests::expect::assert_never_master_since(&h, o, back.0);
+        }
+        master_up.push(up);
+        master_back.push(back.1);
+        let (sup, sback) = restart(&mut c, others[0], "STANDBY", t);
+        standby_up.push(sup);
+        standby_back.push(sback.1);
         c.assert_safe();
         eprintln!(
-            "run {run}/{runs}: failover {f:.0} ms (T = {} ms), handover {h:.0} ms",
-            t.as_millis()
+            "run {run}/{runs}: failover {f:.0} ms (T = {} ms), handover {h:.0} ms, restart in place: MASTER again {:.0} ms (up {up:.0} ms), STANDBY again {:.0} ms (up {sup:.0} ms)",
+            t.as_millis(),
+            back.1,
+            sback.1,
+            h = handover.last().unwrap()
         );
     }
     let (fmin, fmed, fmax) = stats(failover_minus_t);
@@ -124,4 +154,52 @@ fn main() {
         ms(hmed),
         ms(hmax)
     );
+    let row = |what: &str, up: Vec<f64>, back: Vec<f64>| {
+        let (umin, umed, umax) = stats(up);
+        let (bmin, bmed, bmax) = stats(back);
+        println!(
+            "| {what} | {} / {} / {} | {} / {} / {} |",
+            ms(umin),
+            ms(umed),
+            ms(umax),
+            ms(bmin),
+            ms(bmed),
+            ms(bmax)
+        );
+    };
+    println!();
+    println!(
+        "| restart in place (kill -9, started again at once, same --state-dir; {runs} runs) | serving HTTP again: min / median / worst (ms) | back in its role: min / median / worst (ms) |"
+    );
+    println!("|---|---|---|");
+    row(
+        "the master (MASTER again; no other node answered MASTER)",
+        master_up,
+        master_back,
+    );
+    row("a standby (STANDBY again)", standby_up, standby_back);
+}
+
+/// Kills `node` and starts it again at once; returns (ms from the kill until it answered
+/// anything, (the kill, ms until it answered `role`)), from the observer's samples.
+fn restart(c: &mut Cluster, node: &str, role: &str, t: Duration) -> (f64, (Instant, f64)) {
+    let killed = Instant::now();
+    c.node_mut(node).restart();
+    let ok = wait_until(t, || {
+        c.history()
+            .of(node)
+            .any(|s| s.sent >= killed && s.answer == role)
+    });
+    assert!(
+        ok,
+        "{node} did not answer {role} within T after its restart"
+    );
+    let h = c.history();
+    let first = |pred: &dyn Fn(&tenure_tests::Sample) -> bool| {
+        let s = h.of(node).find(|s| s.sent >= killed && pred(s)).unwrap();
+        s.received.saturating_duration_since(killed).as_secs_f64() * 1e3
+    };
+    let up = first(&|s| !s.is_down());
+    let back = first(&|s| s.answer == role);
+    (up, (killed, back))
 }

@@ -274,6 +274,7 @@ fn parse_opts() -> Opts {
 enum Kind {
     Kill9,
     Restart,
+    RestartAtOnce,
     StopShort,
     StopLong,
     Hang,
@@ -299,7 +300,8 @@ impl Kind {
     fn label(self) -> &'static str {
         match self {
             Kind::Kill9 => "kill -9 (no restart in the trial)",
-            Kind::Restart => "kill -9, restart later",
+            Kind::Restart => "kill -9, restart later (in place: same --state-dir)",
+            Kind::RestartAtOnce => "kill -9, restarted at once (systemd Restart=; in place)",
             Kind::StopShort => "SIGSTOP < T, then SIGCONT",
             Kind::StopLong => "SIGSTOP > T, then SIGCONT",
             Kind::Hang => "storage hang (one node)",
@@ -338,9 +340,10 @@ impl Kind {
         out
     }
 
-    const ALL: [Kind; 21] = [
+    const ALL: [Kind; 22] = [
         Kind::Kill9,
         Kind::Restart,
+        Kind::RestartAtOnce,
         Kind::StopShort,
         Kind::StopLong,
         Kind::Hang,
@@ -412,6 +415,7 @@ fn plan(seed: u64, nodes: usize, t: Duration, object: bool, only: &[Kind]) -> Pl
         let dir_kinds = [
             (Kind::Kill9, 8),
             (Kind::Restart, 10),
+            (Kind::RestartAtOnce, 8),
             (Kind::StopShort, 8),
             (Kind::StopLong, 10),
             (Kind::Hang, 12),
@@ -431,6 +435,7 @@ fn plan(seed: u64, nodes: usize, t: Duration, object: bool, only: &[Kind]) -> Pl
         let s3_kinds = [
             (Kind::Kill9, 8),
             (Kind::Restart, 10),
+            (Kind::RestartAtOnce, 8),
             (Kind::StopShort, 8),
             (Kind::StopLong, 10),
             (Kind::Hang, 12),
@@ -468,6 +473,7 @@ fn plan(seed: u64, nodes: usize, t: Duration, object: bool, only: &[Kind]) -> Pl
         let dur_ms = match kind {
             Kind::Kill9 | Kind::Switchover | Kind::RoNamespace => 0,
             Kind::Restart | Kind::Term => r.range(0, t_ms),
+            Kind::RestartAtOnce => r.range(0, t_ms / 5),
             Kind::StopShort => r.range(t_ms / 10, t_ms * 8 / 10),
             Kind::StopLong => r.range(t_ms * 12 / 10, t_ms * 2),
             Kind::Hang | Kind::HangAll => r.range(t_ms / 5, t_ms * 2),
@@ -563,6 +569,14 @@ impl Proc {
             "--users".into(),
             ctx.users.display().to_string(),
             "--public-state".into(),
+            // Every restart is one in place, as under systemd with the package's state dir.
+            "--state-dir".into(),
+            self.log
+                .parent()
+                .expect("the log is in the trial's directory")
+                .join("state")
+                .display()
+                .to_string(),
         ]);
         let mut cmd = if let Some((src, target)) = self.bind.as_ref().filter(|_| !self.read_only) {
             // Its own mount namespace, where the store is a bind mount that can vanish.
@@ -1089,6 +1103,9 @@ struct Outcome {
     availability: Vec<String>,
     /// Failovers measured (fault start to the first MASTER answer of another node, upper bound).
     failovers: Vec<(Kind, Duration)>,
+    /// Masters killed and restarted at once: whether the restarted process itself answered
+    /// MASTER next (a restart in place), and when, from the kill.
+    resumes: Vec<(bool, Duration)>,
     /// Time from the end of the last fault to a master (upper bound).
     recovery: Option<Duration>,
     /// The longest stretch without a MASTER answer in the trial (upper bound).
@@ -1322,6 +1339,8 @@ fn run_trial(ctx: &Ctx, slot: &Slot, index: u64, seed: u64, nodes: usize) -> Out
     let mut last_fault_end = Instant::now();
     // Faults that removed the master while no other fault was active: (kind, when, old master).
     let mut takeovers: Vec<(Kind, Instant, String)> = Vec::new();
+    // Masters killed and restarted at once: (when, who).
+    let mut resumes: Vec<(Instant, String)> = Vec::new();
     let mut starts: Vec<Instant> = Vec::new();
     let mut at = Instant::now();
     let mut ro_used = false;
@@ -1366,7 +1385,9 @@ fn run_trial(ctx: &Ctx, slot: &Slot, index: u64, seed: u64, nodes: usize) -> Out
         let now = Instant::now();
         let dur = Duration::from_millis(ev.dur_ms);
         let what: String = match ev.kind {
-            Kind::Kill9 | Kind::Restart | Kind::Term if !procs[who].running() || alive <= 1 => {
+            Kind::Kill9 | Kind::Restart | Kind::RestartAtOnce | Kind::Term
+                if !procs[who].running() || alive <= 1 =>
+            {
                 out.skipped += 1;
                 let _ = writeln!(
                     log,
@@ -1381,7 +1402,7 @@ fn run_trial(ctx: &Ctx, slot: &Slot, index: u64, seed: u64, nodes: usize) -> Out
                 procs[who].kill9();
                 "killed".into()
             }
-            Kind::Restart => {
+            Kind::Restart | Kind::RestartAtOnce => {
                 procs[who].kill9();
                 undo.push((now + dur, Undo::Start(who), ev.kind));
                 format!("killed, restart in {dur:?}")
@@ -1549,7 +1570,10 @@ fn run_trial(ctx: &Ctx, slot: &Slot, index: u64, seed: u64, nodes: usize) -> Out
         );
         last_fault_end = last_fault_end.max(Instant::now());
         starts.push(now);
-        let own_undo = matches!(ev.kind, Kind::Restart | Kind::Term | Kind::StopLong);
+        let own_undo = matches!(
+            ev.kind,
+            Kind::Restart | Kind::RestartAtOnce | Kind::Term | Kind::StopLong
+        );
         let others_active = undo.len() > usize::from(own_undo);
         if matches!(
             ev.kind,
@@ -1558,6 +1582,9 @@ fn run_trial(ctx: &Ctx, slot: &Slot, index: u64, seed: u64, nodes: usize) -> Out
             && !others_active
         {
             takeovers.push((ev.kind, now, procs[who].name.clone()));
+        }
+        if ev.kind == Kind::RestartAtOnce && Some(who) == master && !others_active {
+            resumes.push((now, procs[who].name.clone()));
         }
         if INTERRUPTED.load(Ordering::SeqCst) {
             break;
@@ -1676,6 +1703,16 @@ fn run_trial(ctx: &Ctx, slot: &Slot, index: u64, seed: u64, nodes: usize) -> Out
         {
             out.failovers
                 .push((*kind, on.latest().saturating_duration_since(*at)));
+        }
+    }
+    for (at, old) in &resumes {
+        // Back as MASTER itself (restart in place), or another node after a failover.
+        let next = starts.iter().copied().find(|s| s > at);
+        if let Some(on) = history.first_master_after(*at, &[])
+            && next.is_none_or(|n| on.latest() < n)
+        {
+            out.resumes
+                .push((on.node == *old, on.latest().saturating_duration_since(*at)));
         }
     }
     for (kind, end) in &memory_ends {
@@ -2224,6 +2261,14 @@ fn summarize(o: &Opts, all: &[Outcome], took: Duration) -> String {
     };
     let failovers = series(&[Kind::Kill9, Kind::Restart]);
     let stops = series(&[Kind::StopLong]);
+    let mut resumed: Vec<Duration> = all
+        .iter()
+        .flat_map(|o| o.resumes.iter())
+        .filter(|(own, _)| *own)
+        .map(|(_, d)| *d)
+        .collect();
+    resumed.sort();
+    let resumes_total: usize = all.iter().map(|o| o.resumes.len()).sum();
     let handovers = series(&[Kind::Term]);
     let mut recov: Vec<Duration> = all.iter().filter_map(|o| o.recovery).collect();
     recov.sort();
@@ -2248,6 +2293,15 @@ fn summarize(o: &Opts, all: &[Outcome], took: Duration) -> String {
         s,
         "| other failures: no master within T + 2p + {} ms margin after the last fault (2T + 5p + 100 ms + margin after a store-memory fault), a node that exited by itself or outlived SIGKILL, a node on a read-only store that started | {avail} |",
         o.margin.as_millis()
+    );
+    let _ = writeln!(
+        s,
+        "| kill -9 of the master and an immediate restart in place (same --state-dir; from the signal to its first MASTER answer, upper bound; no other fault active): median / p95 / worst | {} / {} / {} ({} of {} measured came back as MASTER themselves) |",
+        ms(pct(&resumed, 0.5)),
+        ms(pct(&resumed, 0.95)),
+        ms(resumed.last().copied()),
+        resumed.len(),
+        resumes_total
     );
     let _ = writeln!(
         s,

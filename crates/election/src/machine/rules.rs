@@ -17,6 +17,9 @@ pub(super) enum TakeReason {
     Released,
     /// The holder released it naming this node: a planned switchover.
     Switchover,
+    /// The lease names this node's previous instance on this host, which is dead (its
+    /// state file's lock was free): a restart in place takes it back without waiting T.
+    Restart,
 }
 
 impl TakeReason {
@@ -26,6 +29,7 @@ impl TakeReason {
             TakeReason::Expired => "expired",
             TakeReason::Released => "released",
             TakeReason::Switchover => "switchover",
+            TakeReason::Restart => "restart",
         }
     }
 }

@@ -63,6 +63,19 @@ impl Machine {
                     {
                         return self.claim_name(now, Some(r.version));
                     }
+                    // Written by this node's previous instance on this host, which is dead
+                    // (the state file's lock was free): no live process writes it any more,
+                    // so there is nothing to watch for T (DESIGN §3.6).
+                    Ok(h) if self.cfg.previous_instance.as_deref() == Some(&h.instance_id) => {
+                        self.log(
+                            Level::Info,
+                            format!(
+                                "restart in place: nodes/{}.json was written by this node's previous instance {} (status {}), which is dead (its state file was not locked): taking the name back at once",
+                                self.cfg.name, h.instance_id, h.status
+                            ),
+                        );
+                        return self.claim_name(now, Some(r.version));
+                    }
                     Ok(h) => (
                         r.version,
                         format!(

@@ -92,6 +92,16 @@ impl Machine {
                 &self.cfg.name,
                 starting_master,
             ),
+            // The unreleased lease of this node's previous instance on this host, which is
+            // dead: nobody renews it, and the T rule would only wait out a process known to
+            // be gone. Corroborated and cautious like every take that trusts the store's
+            // memory (a restored copy may show that instance's lease over a later term).
+            Seen::Present(_, l)
+                if l.holder == self.cfg.name
+                    && self.cfg.previous_instance.as_deref() == Some(&l.instance_id) =>
+            {
+                Some(TakeReason::Restart)
+            }
             _ => None,
         };
         let lease_epoch = obs.lease().map_or(0, |l| l.epoch);
@@ -118,11 +128,12 @@ impl Machine {
             None => (obs.first_returned + t, TakeReason::Expired),
         };
         // Rank among live eligible candidates; the best acts first, each next one p later.
-        let rank = if starting_master || reason == TakeReason::Switchover {
-            0
-        } else {
-            self.rank(now.mono)
-        };
+        let rank =
+            if starting_master || matches!(reason, TakeReason::Switchover | TakeReason::Restart) {
+                0
+            } else {
+                self.rank(now.mono)
+            };
         let at = expiry + self.cfg.poll_period * rank;
         // A lease that skipped three of this node's polls is not being renewed: say once what
         // this node waits for and until when (a renewed lease ends the wait, see observe_lease).
@@ -200,6 +211,10 @@ impl Machine {
                 "the master {} released the lease",
                 obs.lease().map_or("?".into(), |l| l.holder.clone())
             ),
+            TakeReason::Restart => format!(
+                "restart in place: the lease (epoch {lease_epoch}) names this node's previous instance {}, which is dead (its state file was not locked)",
+                obs.lease().map_or("?".into(), |l| l.instance_id.clone())
+            ),
             _ => "planned switchover to this node".into(),
         };
         self.log_about(
@@ -216,7 +231,10 @@ impl Machine {
                 .is_some_and(|l| self.epochs.last_unreleased_seen != Some(l.epoch)))
             // An absent or unusable lease replaced after T: the store lost or garbled it, and
             // may have lost a term just begun with it.
-            || obs.lease().is_none();
+            || obs.lease().is_none()
+            // A restarted process has watched nothing: the lease it takes back may be an
+            // old copy written over a later term (DESIGN §3.10 e).
+            || reason == TakeReason::Restart;
         self.tasks.push_front(Task::Take { reason });
         // The corroboration just listed epochs/ and scanned every node's record, so the
         // epoch allocated next is above every epoch anywhere (epochs never go back, even when
