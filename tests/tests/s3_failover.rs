@@ -45,6 +45,26 @@ fn s3_five_nodes_started_together_elect_exactly_one_master() {
     scenarios::five_started_together_elect_one(&mut c);
 }
 
+/// Restart in place on S3 (`--state-dir`): a killed master started again at once is master
+/// again without a failover, a standby serves STANDBY again at once. T = 10 s.
+#[test]
+fn s3_a_killed_master_restarted_in_place_is_master_again_without_a_failover() {
+    let _serial = serial();
+    let timing = Timing {
+        t: std::time::Duration::from_secs(10),
+        ..Timing::standard()
+    };
+    let Some(mut c) = s3_cluster(timing, "restart") else {
+        return;
+    };
+    let state = c.root().join("state").display().to_string();
+    let names = ["node-a", "node-b"];
+    for n in names {
+        c.start(tenure_tests::cluster::NodeSpec::new(n).args(&["--state-dir", &state]));
+    }
+    scenarios::restart_in_place(&mut c, &names);
+}
+
 /// Request economy, counted by the S3 server itself (moto's request recorder; each node signs
 /// with its own access key): per poll a standby sends one GET of the lease and its own
 /// heartbeat PUT, the master one conditional PUT of the lease and its heartbeat, and every node

@@ -85,3 +85,30 @@ fn a_restarted_standby_serves_standby_within_a_few_polls() {
     let took = c.run_until(T * 2, STEP, |c| c.state(b3) == NodeState::Standby);
     assert!(took >= T, "STANDBY after {took:?}, before T");
 }
+
+/// A lone `--mode disabled` node refuses a store with an unreleased lease, except its own dead
+/// previous instance's: that one it takes back like any restart in place.
+#[test]
+fn a_lone_disabled_node_restarted_in_place_takes_its_lease_back() {
+    use tenure_election::types::Mode;
+    let disabled = |instance: &str, previous: Option<&str>| Config {
+        mode: Mode::Disabled,
+        ..node("a", instance, previous)
+    };
+    let mut c = Cluster::initialised(T);
+    let a = c.add(disabled("a-1", None));
+    c.run_until(T * 2, STEP, |c| c.master() == Some(a));
+    c.kill(a);
+    let a2 = c.add(disabled("a-2", Some("a-1")));
+    let took = c.run_until(T, STEP, |c| c.master() == Some(a2));
+    assert!(took < T / 2, "MASTER again only after {took:?}");
+    c.kill(a2);
+    // Not knowing its predecessor dead, it watches the record for T, then refuses the lease.
+    let a3 = c.add(disabled("a-3", None));
+    c.run_until(T * 2, STEP, |c| {
+        !c.nodes[a3].alive || c.nodes[a3].exit.is_some()
+    });
+    let (code, why) = c.nodes[a3].exit.clone().expect("an exit");
+    assert_eq!(code, 1, "{why}");
+    assert!(why.contains("unreleased lease"), "{why}");
+}

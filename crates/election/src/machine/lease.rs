@@ -286,9 +286,12 @@ impl Machine {
         }
         if let (Some(until), Some(prev)) = (self.master_start_until, &self.obs) {
             let was_live = prev.version().is_some() && prev.lease().is_none_or(|l| !l.released);
-            let foreign = lease
-                .as_ref()
-                .is_none_or(|l| l.instance_id != self.cfg.instance_id);
+            // A renewal of this node's dead previous instance may still land (a request it
+            // sent before it died): no live master, and taken back at once (see `decide`).
+            let foreign = lease.as_ref().is_none_or(|l| {
+                l.instance_id != self.cfg.instance_id
+                    && self.cfg.previous_instance.as_deref() != Some(&l.instance_id)
+            });
             if now.mono < until && was_live && foreign && self.holding.term().is_none() {
                 let holder = lease
                     .as_ref()

@@ -204,7 +204,13 @@ impl Machine {
         let unreleased = obs.version().is_some() && obs.lease().is_none_or(|l| !l.released);
         match self.mode {
             Mode::Disabled => {
-                if unreleased {
+                // The lease of this node's own dead previous instance (a restart in place) is
+                // no other master: it is taken back at once (see `decide`).
+                let own_previous = obs.lease().is_some_and(|l| {
+                    l.holder == self.cfg.name
+                        && self.cfg.previous_instance.as_deref() == Some(&l.instance_id)
+                });
+                if unreleased && !own_previous {
                     let who = obs.lease().map_or("an unreadable lease".to_string(), |l| {
                         format!("{} holds epoch {}", l.holder, l.epoch)
                     });
