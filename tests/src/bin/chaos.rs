@@ -119,7 +119,8 @@ const USAGE: &str = "usage: chaos [--trials N] [--seed S] [--trial-seed S] [--jo
                    Azurite at $TENURE_AZURITE_ENDPOINT (scripts/azurite.sh); an object store is
                    reached through one fault proxy per node (T and p default to 2000 and 200 ms)
   --faults K,K,…   only these faults (the store's weights among them), e.g. wipe,rollback,
-                   lease-replay,vanished-mount; names: kill9 restart stop-short stop-long hang
+                   lease-replay,vanished-mount; names: kill9 restart restart-at-once
+                   stop-short stop-long hang
                    hang-all eio enospc erofs slow term switchover ro-namespace net-drop
                    lose-responses wipe rollback lease-replay vanished-mount";
 
@@ -1106,6 +1107,8 @@ struct Outcome {
     /// Masters killed and restarted at once: whether the restarted process itself answered
     /// MASTER next (a restart in place), and when, from the kill.
     resumes: Vec<(bool, Duration)>,
+    /// Leases taken back by a restart in place (from the nodes' logs).
+    takes_back: u64,
     /// Time from the end of the last fault to a master (upper bound).
     recovery: Option<Duration>,
     /// The longest stretch without a MASTER answer in the trial (upper bound).
@@ -1732,6 +1735,13 @@ fn run_trial(ctx: &Ctx, slot: &Slot, index: u64, seed: u64, nodes: usize) -> Out
             .map_or(history.origin, |s| s.sent),
     );
     out.samples = history.samples.len();
+    // Every restart in place that took its predecessor's lease back, whatever else happened.
+    for p in procs[..nodes].iter() {
+        let log = std::fs::read_to_string(&p.log).unwrap_or_default();
+        out.takes_back += log
+            .matches("standing for election (rank 0): restart in place")
+            .count() as u64;
+    }
 
     // Safety: the checker over the whole history, and every MASTER epoch granted to its node.
     for v in history.violations() {
@@ -2285,6 +2295,11 @@ fn summarize(o: &Opts, all: &[Outcome], took: Duration) -> String {
         took.as_secs_f64() / 60.0
     );
     let _ = writeln!(s, "| dual-master instants | {dual} |");
+    let _ = writeln!(
+        s,
+        "| leases taken back by a restart in place (any trial, other faults or not) | {} |",
+        all.iter().map(|o| o.takes_back).sum::<u64>()
+    );
     let _ = writeln!(
         s,
         "| safety violations of any kind (dual master, epoch reused or going back, epoch not granted to the node) | {safety} |"
