@@ -286,7 +286,7 @@ pub fn restart_in_place(c: &mut Cluster, labels: &[&str]) {
     let killed_at = Instant::now();
     c.node_mut(&old).restart();
     // Bounded by T/2: a restart that waited T would let a standby take over first.
-    let back = c.wait_answer(&old, "MASTER", tm.t / 2);
+    let back = answer_since(c, &old, "MASTER", killed_at, tm.t / 2);
     let epoch = back.epoch.expect("a MASTER answer carries X-HA-Epoch");
     assert!(epoch > old_epoch, "epoch {epoch} is not above {old_epoch}");
     let h = c.history();
@@ -302,7 +302,7 @@ pub fn restart_in_place(c: &mut Cluster, labels: &[&str]) {
     let standby = others(labels, &old)[0].to_string();
     let restarted_at = Instant::now();
     c.node_mut(&standby).restart();
-    c.wait_answer(&standby, "STANDBY", tm.t / 2);
+    answer_since(c, &standby, "STANDBY", restarted_at, tm.t / 2);
     let log = c.node(&standby).last_start_log();
     assert!(
         log.contains("restart in place: nodes/") && !log.contains("to stand still for T"),
@@ -318,4 +318,30 @@ pub fn restart_in_place(c: &mut Cluster, labels: &[&str]) {
         tm.p + tm.margin,
     );
     c.assert_safe();
+}
+
+/// The first sample of `label` answering `answer` that was sent at or after `since` (the
+/// observer's latest sample may still be one from before a restart); panics after `timeout`.
+pub fn answer_since(
+    c: &Cluster,
+    label: &str,
+    answer: &str,
+    since: Instant,
+    timeout: Duration,
+) -> crate::Sample {
+    let mut got = None;
+    let ok = wait_until(timeout, || {
+        got = c
+            .history()
+            .of(label)
+            .find(|s| s.sent >= since && s.answer == answer)
+            .cloned();
+        got.is_some()
+    });
+    assert!(
+        ok,
+        "{label} did not answer {answer} within {timeout:?} of its restart; timeline:\n{}",
+        c.history().timeline()
+    );
+    got.expect("set when true")
 }

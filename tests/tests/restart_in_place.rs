@@ -91,8 +91,9 @@ fn the_previous_exec_child_is_stopped_before_the_restarted_master_starts_one() {
         "no --exec child"
     );
     let first = pids()[0];
+    let killed_at = std::time::Instant::now();
     c.node_mut(&master).restart();
-    c.wait_answer(&master, "MASTER", tm.t / 2);
+    scenarios::answer_since(&c, &master, "MASTER", killed_at, tm.t / 2);
     assert!(
         wait_until(tm.t / 2, || pids().len() == 2),
         "the restarted master started no --exec child: {:?}",
