@@ -39,7 +39,7 @@ impl Cluster {
 }
 
 /// Asserts that a takeover after the master died (was killed or frozen) at `dead_at` came
-/// neither before T − p nor after T + 2p + margin. The onset is placed conservatively: too
+/// neither before T − R (the renew interval, at least p) nor after T + 2p + margin. The onset is placed conservatively: too
 /// early only if even the first MASTER sample's `received` is before the bound, too late only
 /// if even the previous (non-MASTER) sample's `sent` is after it.
 pub fn assert_takeover_within_bounds(h: &History, onset: &Onset, dead_at: Instant, t: &Timing) {
@@ -56,7 +56,7 @@ pub fn assert_takeover_within_bounds(h: &History, onset: &Onset, dead_at: Instan
     assert!(
         latest >= min,
         "takeover too early: {} answered MASTER (epoch {:?}) at most {latest} ms after the old master died, \
-         but a takeover must wait at least T − p = {min} ms (T = {:?}, p = {:?}); timeline:\n{}",
+         but a takeover must wait at least T − R = {min} ms (T = {:?}, p = {:?}); timeline:\n{}",
         onset.node,
         onset.epoch,
         t.t,

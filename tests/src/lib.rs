@@ -58,9 +58,20 @@ impl Timing {
         }
     }
 
-    /// Earliest allowed takeover after the master dies: T − p.
+    /// The master's renew interval R at these timings (the default: D/4, at least p).
+    pub fn renew_interval(&self) -> Duration {
+        use tenure_election::config::Config;
+        Config::default_renew_interval(
+            Config::default_renew_deadline(self.t),
+            self.p,
+            Config::default_storage_timeout(self.p),
+        )
+    }
+
+    /// Earliest allowed takeover after the master dies: T − R (it may die just before its
+    /// next renewal, R after the last one a standby saw) and never before T − p.
     pub fn min_takeover(&self) -> Duration {
-        self.t.saturating_sub(self.p)
+        self.t.saturating_sub(self.renew_interval().max(self.p))
     }
 
     /// Latest allowed takeover after the master dies: T + 2p + margin.

@@ -304,7 +304,7 @@ fn after_kill_9_of_tenure_the_guard_stops_the_child_at_the_last_deadline() {
         pids(&dir, "node-a").first().copied().filter(|p| alive(*p))
     });
     let guard = ppid(child).expect("the child's parent");
-    // A renewal every p: the last deadline lies about D − p ahead of any moment.
+    // A renewal every R: the last deadline lies at least D − R ahead of any moment.
     std::thread::sleep(3 * tm.p);
     let killed_at = c.node_mut("node-a").kill9();
     // Right after the kill the deadline is still ahead: the child runs on.
@@ -330,8 +330,8 @@ fn after_kill_9_of_tenure_the_guard_stops_the_child_at_the_last_deadline() {
     );
     wait_log_contains(&c, "node-a", "the lease deadline passed", tm.margin);
     // The guard logged, on the end of file (which came after the kill), how far its last
-    // deadline still lay: the child must not have stopped before that. A renewal every p keeps
-    // it about D − p ahead; under p only if renewals were already failing.
+    // deadline still lay: the child must not have stopped before that. A renewal every R keeps
+    // it at least D − R ahead; under p only if renewals were already failing.
     let log = c.node("node-a").last_start_log();
     let remaining = log
         .split("remaining_ms=")

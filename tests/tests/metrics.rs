@@ -34,11 +34,15 @@ fn renew_latency_histogram_grows_while_master() {
         transitions >= 2.0,
         "INITIALIZING -> STANDBY -> MASTER: {transitions}"
     );
-    // A renewal every p: five more within 5p (+ margin).
-    let later = wait_for(5 * tm.p + tm.margin, "five more renewals", || {
-        let t = scrape()?;
-        (value(&t, "tenure_renew_latency_seconds_count")? >= renewals + 5.0).then_some(t)
-    });
+    // A renewal every R: five more within 5R (+ margin).
+    let later = wait_for(
+        5 * tm.renew_interval() + tm.margin,
+        "five more renewals",
+        || {
+            let t = scrape()?;
+            (value(&t, "tenure_renew_latency_seconds_count")? >= renewals + 5.0).then_some(t)
+        },
+    );
     let count = value(&later, "tenure_renew_latency_seconds_count").unwrap();
     let inf = value(&later, "tenure_renew_latency_seconds_bucket{le=\"+Inf\"}").unwrap();
     assert!(inf >= count, "+Inf bucket {inf} < count {count}");

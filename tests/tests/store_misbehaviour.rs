@@ -748,12 +748,12 @@ fn a_replayed_released_lease_is_not_taken_at_once_by_a_master_mode_start() {
         assert_eq!(code, 1, "node-c (--mode master) refused: exit code");
     }
     // Whoever took over after the replay did so only after the replayed lease stood still for T
-    // (conservatively: even the first MASTER answer's arrival is no earlier than T − p).
+    // (conservatively: even the first MASTER answer's arrival is no earlier than T − R).
     let next = next.expect("a master after the replay");
     let earliest = tm.min_takeover();
     assert!(
         next.received >= replayed_at + earliest,
-        "{} took the replayed released lease at once: MASTER (epoch {:?}) {} ms after the replay, before T − p = {earliest:?}; timeline:\n{}",
+        "{} took the replayed released lease at once: MASTER (epoch {:?}) {} ms after the replay, before T − R = {earliest:?}; timeline:\n{}",
         next.node,
         next.epoch,
         ms_after(replayed_at, next.received),

@@ -199,6 +199,11 @@ pub struct RunArgs {
     #[arg(long, env = "TENURE_RENEW_DEADLINE", value_parser = parse_duration)]
     pub renew_deadline: Option<Duration>,
 
+    /// R: how often the master renews the lease (in the rounds between it only reads it)
+    /// [default: D/4, at least p]. D must be at least 2R + the storage timeout.
+    #[arg(long, env = "TENURE_RENEW_INTERVAL", value_parser = parse_duration)]
+    pub renew_interval: Option<Duration>,
+
     /// G: the longest a demote hook may run [default: T/6].
     #[arg(long, env = "TENURE_DEMOTE_GRACE", value_parser = parse_duration)]
     pub demote_grace: Option<Duration>,

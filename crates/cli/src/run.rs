@@ -110,6 +110,8 @@ pub fn main(a: RunArgs) -> u8 {
         renew_deadline: a
             .renew_deadline
             .unwrap_or_else(|| Config::default_renew_deadline(t)),
+        // Set below, from the D and storage timeout in force.
+        renew_interval: p,
         demote_grace: a
             .demote_grace
             .unwrap_or_else(|| Config::default_demote_grace(t)),
@@ -127,6 +129,9 @@ pub fn main(a: RunArgs) -> u8 {
             .map(|m| m.names.clone())
             .unwrap_or_default(),
     };
+    cfg.renew_interval = a.renew_interval.unwrap_or_else(|| {
+        Config::default_renew_interval(cfg.renew_deadline, p, cfg.storage_timeout)
+    });
     if let Err(e) = cfg.validate_timings() {
         return usage(e);
     }

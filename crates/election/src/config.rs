@@ -24,6 +24,9 @@ pub struct Config {
     pub poll_period: Duration,
     /// D: a confirmed renewal started at s keeps this node MASTER until s + D.
     pub renew_deadline: Duration,
+    /// R: how often a master renews (rounds in between only read the lease). At least p, and
+    /// D ≥ 2R + storage timeout, so that one slow renewal never demotes a healthy master.
+    pub renew_interval: Duration,
     /// G: the longest a demote hook may run.
     pub demote_grace: Duration,
     /// Deadline of one storage call.
@@ -62,6 +65,11 @@ impl Config {
             heartbeat_timeout: t,
             poll_period: p,
             renew_deadline: Config::default_renew_deadline(t),
+            renew_interval: Config::default_renew_interval(
+                Config::default_renew_deadline(t),
+                p,
+                Config::default_storage_timeout(p),
+            ),
             demote_grace: Config::default_demote_grace(t),
             storage_timeout: Config::default_storage_timeout(p),
             clock_drift_ppm: 10_000,
@@ -80,13 +88,18 @@ impl Config {
     pub fn default_demote_grace(t: Duration) -> Duration {
         t / 6
     }
+    /// Default renew interval: D/4 (three renewals in a row may fail before D), but never
+    /// below p, and short enough for the liveness rule D ≥ 2R + storage timeout.
+    pub fn default_renew_interval(d: Duration, p: Duration, storage: Duration) -> Duration {
+        (d / 4).min(d.saturating_sub(storage) / 2).max(p)
+    }
     /// Default storage call deadline: a poll period, at least 100 ms, at most 5 s.
     pub fn default_storage_timeout(p: Duration) -> Duration {
         p.clamp(Duration::from_millis(100), Duration::from_secs(5))
     }
 
     /// Check the timings against the safety inequality `(D + G)(1+ρ) + M < T(1−ρ)` and the
-    /// liveness rule `D ≥ 2p + storage timeout`. The message gives the numbers.
+    /// liveness rule `D ≥ 2R + storage timeout` (R ≥ p). The message gives the numbers.
     pub fn validate_timings(&self) -> Result<(), TimingsError> {
         let t = self.heartbeat_timeout;
         let p = self.poll_period;
@@ -112,8 +125,12 @@ impl Config {
                 rhs,
             });
         }
-        if d < 2 * p + st {
-            return Err(TimingsError::RenewTooShort { d, p, st });
+        let r = self.renew_interval;
+        if r < p {
+            return Err(TimingsError::RenewIntervalBelowPoll { r, p });
+        }
+        if d < 2 * r + st {
+            return Err(TimingsError::RenewTooShort { d, r, st });
         }
         Ok(())
     }
@@ -144,19 +161,25 @@ pub enum TimingsError {
         t: Duration,
         rhs: f64,
     },
-    /// The liveness rule `D ≥ 2p + storage timeout` fails.
+    /// The liveness rule `D ≥ 2R + storage timeout` fails.
     #[error(
-        "renew deadline D {} must be at least 2 × poll period {} + storage timeout {} = {}, or one slow write demotes the master; raise --renew-deadline (and --heartbeat-timeout) or lower --poll-period",
+        "renew deadline D {} must be at least 2 × renew interval {} + storage timeout {} = {}, or one slow write demotes the master; raise --renew-deadline (and --heartbeat-timeout) or lower --renew-interval (at least --poll-period)",
         fmt(*d),
-        fmt(*p),
+        fmt(*r),
         fmt(*st),
-        fmt(2 * *p + *st)
+        fmt(2 * *r + *st)
     )]
     RenewTooShort {
         d: Duration,
-        p: Duration,
+        r: Duration,
         st: Duration,
     },
+    #[error(
+        "renew interval {} is below the poll period {}: a master renews at most once a round; raise --renew-interval or lower --poll-period",
+        fmt(*r),
+        fmt(*p)
+    )]
+    RenewIntervalBelowPoll { r: Duration, p: Duration },
 }
 
 fn fmt(d: Duration) -> String {
@@ -185,8 +208,14 @@ mod tests {
     use super::*;
 
     fn cfg(t: u64, p: u64, d: u64, g: u64) -> Config {
+        let p_ = Duration::from_millis(p);
         Config {
             renew_deadline: Duration::from_millis(d),
+            renew_interval: Config::default_renew_interval(
+                Duration::from_millis(d),
+                p_,
+                Config::default_storage_timeout(p_),
+            ),
             demote_grace: Duration::from_millis(g),
             ..Config::with_defaults(
                 "a",
@@ -227,6 +256,33 @@ mod tests {
             .validate_timings()
             .unwrap_err()
             .to_string();
-        assert!(e.contains("at least 2 × poll period"), "{e}");
+        assert!(e.contains("at least 2 × renew interval 500ms"), "{e}");
+        let mut c = cfg(2_000, 200, 1_333, 333);
+        c.renew_interval = Duration::from_millis(100);
+        let e = c.validate_timings().unwrap_err().to_string();
+        assert!(e.contains("below the poll period"), "{e}");
+        c.renew_interval = Duration::from_millis(600);
+        let e = c.validate_timings().unwrap_err().to_string();
+        assert!(e.contains("at least 2 × renew interval 600ms"), "{e}");
+    }
+
+    #[test]
+    fn the_default_renew_interval_is_a_quarter_of_d_within_p_and_the_liveness_rule() {
+        let ms = Duration::from_millis;
+        // T = 30 s defaults: D = 20 s, storage 1 s: R = 5 s.
+        assert_eq!(
+            Config::default_renew_interval(ms(20_000), ms(1_000), ms(1_000)),
+            ms(5_000)
+        );
+        // Never below p.
+        assert_eq!(
+            Config::default_renew_interval(ms(1_333), ms(500), ms(100)),
+            ms(500)
+        );
+        // A long storage timeout: (D − S)/2 keeps D ≥ 2R + S.
+        assert_eq!(
+            Config::default_renew_interval(ms(1_333), ms(200), ms(933)),
+            ms(200)
+        );
     }
 }

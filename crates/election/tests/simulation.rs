@@ -304,6 +304,14 @@ impl Sim {
             heartbeat_timeout: self.heartbeat_timeout,
             poll_period: self.poll,
             renew_deadline: self.renew,
+            // Anywhere from every round to the default (D/4 here): the master renews every R
+            // and only reads the lease in the rounds between.
+            renew_interval: {
+                let most =
+                    Config::default_renew_interval(self.renew, self.poll, self.storage_timeout);
+                let p = self.poll.as_nanos() as u64;
+                Duration::from_nanos(rng.random_range(p..=(most.as_nanos() as u64).max(p)))
+            },
             demote_grace: self.grace,
             storage_timeout: self.storage_timeout,
             clock_drift_ppm: self.drift_ppm,

@@ -468,7 +468,12 @@ impl Machine {
                 match kind {
                     WriteKind::Release => self
                         .finish_release("the release write failed; the others take over after T"),
-                    WriteKind::Renew => self.settle = true,
+                    WriteKind::Renew => {
+                        self.settle = true;
+                        // Settle with a read, then renew in the round after, not R later:
+                        // V was not extended, and the margin D − R is all there is.
+                        self.renew_sent = None;
+                    }
                     _ => {}
                 }
             }

@@ -238,6 +238,9 @@ pub struct Machine {
     pending_cluster: Option<(ClusterRecord, Version)>,
     /// A renewal's outcome is unknown: read the lease before the next renewal.
     settle: bool,
+    /// When this node last sent a lease write that would extend or begin a term: a master
+    /// renews once R has passed since (see `renewal_due`), and only reads the lease meanwhile.
+    renew_sent: Option<Nanos>,
     /// A nudge arrived: start the next round at once.
     nudge_pending: bool,
     /// The lease will have stood still long enough at this time: start a round then.
@@ -328,6 +331,7 @@ impl Machine {
             pending_clear: Vec::new(),
             pending_cluster: None,
             settle: false,
+            renew_sent: None,
             nudge_pending: false,
             election_wake: None,
             nudge_after_heartbeat: None,

@@ -175,8 +175,22 @@ impl Machine {
     }
 
     pub(super) fn issue(&mut self, now: Now, purpose: Purpose, op: Op) -> Op {
+        if let Purpose::WriteLease { kind, .. } = &purpose
+            && *kind != WriteKind::Release
+        {
+            self.renew_sent = Some(now.mono);
+        }
         self.inflight = Some((purpose, now.mono));
         op
+    }
+
+    /// Whether a master's round renews the lease: once R has passed since its last lease
+    /// write was sent (to the nearest round: rounds start every p, R is a few of them).
+    /// Rounds in between read the lease, so a lease replaced by another node (the store lost
+    /// our writes) still demotes this one within a round (DESIGN §3.1, §3.10 e).
+    pub(super) fn renewal_due(&self, now: Nanos) -> bool {
+        self.renew_sent
+            .is_none_or(|s| now + self.cfg.poll_period / 2 >= s + self.cfg.renew_interval)
     }
 
     pub(super) fn start_op(&mut self, now: Now, step: StartStep) -> Op {
@@ -218,7 +232,7 @@ impl Machine {
     pub(super) fn task_op(&mut self, now: Now, task: Task) -> Option<Op> {
         match task {
             Task::LeaseStep => {
-                if self.holding.term().is_some() && self.settle {
+                if self.holding.term().is_some() && (self.settle || !self.renewal_due(now.mono)) {
                     return Some(self.issue(now, Purpose::ReadLease, Op::Read(LEASE_KEY.into())));
                 }
                 if let Holding::Term(own, term) = &self.holding {

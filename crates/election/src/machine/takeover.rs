@@ -135,11 +135,11 @@ impl Machine {
                 self.rank(now.mono)
             };
         let at = expiry + self.cfg.poll_period * rank;
-        // A lease that skipped three of this node's polls is not being renewed: say once what
-        // this node waits for and until when (a renewed lease ends the wait, see observe_lease).
-        if now.mono < at
-            && reason == TakeReason::Expired
-            && now.mono >= obs.first_returned + self.cfg.poll_period * 3
+        // A lease that stood still for T/2 (and three of this node's polls) is not being
+        // renewed — a live master renews every R < D/2 < T/2 — : say once what this node
+        // waits for and until when (a renewed lease ends the wait, see observe_lease).
+        let quiet = (self.cfg.poll_period * 3).max(self.cfg.heartbeat_timeout / 2);
+        if now.mono < at && reason == TakeReason::Expired && now.mono >= obs.first_returned + quiet
         {
             if let Some(w) = self.waiting.as_mut() {
                 // Already said; only the rank delay may have moved the end.
