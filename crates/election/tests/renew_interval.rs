@@ -18,7 +18,11 @@ const P: Duration = Duration::from_millis(100);
 const R: Duration = Duration::from_millis(400);
 const STEP: Duration = Duration::from_millis(5);
 
-fn master() -> (Cluster, Rc<Cell<u32>>, Rc<Cell<u32>>, Rc<Cell<bool>>) {
+/// The cluster with its master, the counts of lease writes and reads, and the switch that
+/// fails lease writes.
+type Counted = (Cluster, Rc<Cell<u32>>, Rc<Cell<u32>>, Rc<Cell<bool>>);
+
+fn master() -> Counted {
     let mut c = Cluster::initialised(T);
     let (writes, reads, fail) = (
         Rc::new(Cell::new(0)),
