@@ -169,6 +169,11 @@ pub struct HeartbeatRecord {
     /// passed (see `LeaseRecord::heartbeat_timeout_ms`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub heartbeat_timeout_ms: Option<u64>,
+    /// The writer's renew interval R: while master it writes a heartbeat every round but
+    /// renews only every R, so a dead master's record may have moved on by up to R/p
+    /// heartbeats past its last renewal (see the corroboration's live-master evidence).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub renew_interval_ms: Option<u64>,
 }
 
 /// Why [`parse`] refused a record.

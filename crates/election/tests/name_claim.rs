@@ -42,6 +42,7 @@ fn old_record(seq: u64) -> Vec<u8> {
         poll_period_ms: Some(100),
         max_epoch: None,
         heartbeat_timeout_ms: Some(1_000),
+        renew_interval_ms: None,
     })
 }
 

@@ -453,6 +453,7 @@ impl Machine {
             poll_period_ms: Some(self.cfg.poll_period.as_millis() as u64),
             max_epoch: Some(self.highest_term_known()).filter(|&e| e > 0),
             heartbeat_timeout_ms: Some(self.cfg.heartbeat_timeout.as_millis() as u64),
+            renew_interval_ms: Some(self.cfg.renew_interval.as_millis() as u64),
         }
     }
 

@@ -352,11 +352,12 @@ impl Machine {
             .find(|tr| {
                 tr.record.name != self.cfg.name
                     && tr.record.status == NodeState::Master
-                    // Twice: a master that died may have written one more heartbeat after
-                    // its last renewal (the same round), a live one writes one every round.
+                    // A master writes a heartbeat every round but renews every R: one that
+                    // died may have written up to R/p (+ the same round's) after its last
+                    // renewal; a live one writes one every round, T/p over the watch.
                     && seqs
                         .get(&tr.record.name)
-                        .is_some_and(|&seq| tr.record.seq >= seq + 2)
+                        .is_some_and(|&seq| tr.record.seq >= seq + 2 + after_renewal(&tr.record))
             })
             .map(|tr| (tr.record.name.clone(), tr.record.epoch));
         // Epoch files this node allocated (or tried to) are no sign of another term.
@@ -374,5 +375,14 @@ impl Machine {
         };
         self.corroboration = Corroboration::Done(version, evidence, now.mono);
         self.decide(now);
+    }
+}
+
+/// How many heartbeats a master may write between its last renewal and the next one: ⌈R/p⌉ − 1
+/// from the writer's record (0 for a record without R: it renewed every round).
+fn after_renewal(r: &HeartbeatRecord) -> u64 {
+    match (r.renew_interval_ms, r.poll_period_ms) {
+        (Some(ri), Some(p)) if p > 0 => ri.div_ceil(p).saturating_sub(1),
+        _ => 0,
     }
 }
