@@ -20,16 +20,23 @@ fn node(name: &str, instance: &str, previous: Option<&str>) -> Config {
     }
 }
 
-/// `a` master, `b` standby; then `a` is killed (no release) and a new `a` starts at once,
-/// naming `previous` as its dead predecessor. Returns the cluster, the new `a`'s index, and
-/// how long (simulated) until some node answered MASTER again, and whether it was `b`.
-fn restart_master(previous: Option<&str>) -> (Cluster, usize, Duration, bool) {
+/// `a` (instance `a-1`) master, `b` (`b-1`) standby, settled for a few polls: the cluster
+/// and their indices.
+fn master_and_standby() -> (Cluster, usize, usize) {
     let mut c = Cluster::initialised(T);
     let a = c.add(node("a", "a-1", None));
     c.run_until(T, STEP, |c| c.master() == Some(a));
     let b = c.add(node("b", "b-1", None));
     c.run_until(T, STEP, |c| c.state(b) == NodeState::Standby);
     c.run_for(P * 5, STEP);
+    (c, a, b)
+}
+
+/// `a` master, `b` standby; then `a` is killed (no release) and a new `a` starts at once,
+/// naming `previous` as its dead predecessor. Returns the cluster, the new `a`'s index, and
+/// how long (simulated) until some node answered MASTER again, and whether it was `b`.
+fn restart_master(previous: Option<&str>) -> (Cluster, usize, Duration, bool) {
+    let (mut c, a, b) = master_and_standby();
     c.kill(a);
     let a2 = c.add(node("a", "a-2", previous));
     let mut b_was_master = false;
@@ -71,12 +78,7 @@ fn without_the_state_file_a_restarted_master_waits_and_the_standby_takes_over() 
 
 #[test]
 fn a_restarted_standby_serves_standby_within_a_few_polls() {
-    let mut c = Cluster::initialised(T);
-    let a = c.add(node("a", "a-1", None));
-    c.run_until(T, STEP, |c| c.master() == Some(a));
-    let b = c.add(node("b", "b-1", None));
-    c.run_until(T, STEP, |c| c.state(b) == NodeState::Standby);
-    c.run_for(P * 5, STEP);
+    let (mut c, a, b) = master_and_standby();
     c.kill(b);
     let b2 = c.add(node("b", "b-2", Some("b-1")));
     let took = c.run_until(T, STEP, |c| c.state(b2) == NodeState::Standby);
