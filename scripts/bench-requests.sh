@@ -7,7 +7,8 @@
 #   TENURE_BIN=target/debug/tenure scripts/bench-requests.sh [--write]
 #
 # With --write, the tables replace the measured section of docs/storage-costs.md (between its
-# "measured:begin" and "measured:end" markers). Takes about five minutes.
+# "measured:begin" and "measured:end" markers). Takes about ten minutes (the listings run every 2T = 60 s: a
+# window of several of them).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 WRITE=0
@@ -29,7 +30,7 @@ OUT=$(mktemp)
 trap 'rm -f "$OUT"' EXIT
 {
     echo "<!-- measured:begin (scripts/bench-requests.sh --write, $(date -u +%Y-%m-%d)) -->"
-    for run in "1s 60" "5s 36"; do
+    for run in "1s 180" "5s 60"; do
         set -- $run
         echo
         echo "**T = 30 s, p = $1** ($2 polls recorded):"

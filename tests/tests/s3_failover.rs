@@ -66,26 +66,25 @@ fn s3_a_killed_master_restarted_in_place_is_master_again_without_a_failover() {
 }
 
 /// Request economy, counted by the S3 server itself (moto's request recorder; each node signs
-/// with its own access key): per poll a standby sends one GET of the lease and its own
-/// heartbeat PUT, the master one conditional PUT of the lease and its heartbeat, and every node
-/// lists `nodes/` (and reads each record) only every max(1, T/(4p)) polls, here every 2.
+/// with its own access key): per round a standby sends one GET of the lease, the master one
+/// conditional PUT of the lease (R = p here: the storage timeout below leaves no room for
+/// more); a standby writes its heartbeat every H = T/3 (a few rounds), the master not at all
+/// while its state stands (its heartbeat rides in its lease); the known records are re-read
+/// every H, `nodes/` is listed every 2T, cluster.json read every T (issue 18).
 ///
-/// Counted per round, not per wall-clock period, so that a slow moto (on a loaded machine)
-/// cannot fail it: a node's round is its poll (one lease step, one heartbeat, a scan every
-/// max(1, T/(4p)) rounds), and the next starts at max(start + p, end of the previous), so a
-/// slow server stretches rounds but never changes what one sends. Each node's heartbeats count
-/// its rounds, and the recording goes on until every node has done `polls` of them. The nodes
-/// get the largest storage timeout the timing rules allow, so a slow answer is a slow call and
-/// not a timeout; a call that failed all the same (each node's own `storageErrors`) may shift
-/// its counts by one (a timed-out renewal is settled by one read of the lease, a call refused
-/// while the previous one still runs sends nothing), and is discounted as such, nothing more.
-/// Upper bounds in wall-clock periods (at most one round per p) hold whatever the load.
+/// Counted per round where it can be, not per wall-clock period, so that a slow moto (on a
+/// loaded machine) cannot fail it: each node's lease requests count its rounds (one lease step
+/// per round; the next round starts at max(start + p, end of the previous)). The nodes get the
+/// largest storage timeout the timing rules allow, so a slow answer is a slow call and not a
+/// timeout; a call that failed all the same (each node's own `storageErrors`) may shift its
+/// counts by one, and is discounted as such, nothing more. Upper bounds in wall-clock periods
+/// (at most one round per p, one heartbeat per H − p/2) hold whatever the load.
 #[test]
 fn s3_request_economy_per_poll() {
     use std::time::Instant;
     use tenure_tests::NodeSpec;
     use tenure_tests::expect::settle_timeout;
-    use tenure_tests::s3::{Recorded, Recorder, bucket_of, tally};
+    use tenure_tests::s3::{Recorder, bucket_of, tally};
     let _serial = serial();
     if tenure_testkit::moto::server() != "moto" {
         // The counts come from moto's request recorder, an API of moto's own.
@@ -110,7 +109,7 @@ fn s3_request_economy_per_poll() {
         );
     }
     let (master, _) = c.wait_stable_master(&three, settle_timeout(&tm));
-    // Past start-up, a nudge or two and the first scans.
+    // Past start-up, the greeting nudges and the listings they cause.
     tenure_tests::observe_for(4 * tm.p);
     let endpoint = tenure_testkit::moto::endpoint().expect("moto is running");
     let bucket = bucket_of(&c);
@@ -127,26 +126,10 @@ fn s3_request_economy_per_poll() {
             .unwrap_or_else(|| panic!("{n}: no storageErrors in /ha/metrics: {body}"))
     };
     let errors_before: Vec<u64> = three.iter().map(|n| storage_errors(n)).collect();
-    let heartbeats = |recorded: &[Recorded], n: &str| {
-        recorded
-            .iter()
-            .filter(|r| r.access_key == n && r.kind("tenure") == "heartbeat PUT")
-            .count()
-    };
-    let polls = 25usize;
+    let polls = 30u32;
     let started = Instant::now();
     let rec = Recorder::start(&endpoint);
-    tenure_tests::observe_for(tm.p * polls as u32);
-    // Then until every node has done `polls` rounds, looking once per period. The bound is
-    // generous: rounds four times slower than p would have the master self-fence long before.
-    let deadline = Instant::now() + 4 * tm.p * polls as u32;
-    loop {
-        let so_far = rec.peek(&bucket);
-        if three.iter().all(|n| heartbeats(&so_far, n) >= polls) || Instant::now() >= deadline {
-            break;
-        }
-        std::thread::sleep(tm.p);
-    }
+    tenure_tests::observe_for(tm.p * polls);
     let recorded = rec.stop(&bucket);
     let window = started.elapsed();
     let errors: Vec<u64> = three
@@ -157,8 +140,9 @@ fn s3_request_economy_per_poll() {
     let counts = tally(&recorded, "tenure");
     // Rounds start every p at most: an upper bound for any load.
     let rounds = (window.as_nanos() / tm.p.as_nanos()) as usize + 1;
-    let scan_every = (tm.t.as_nanos() / 4 / tm.p.as_nanos()).clamp(1, 10) as usize;
-    let scans_max = rounds / scan_every + 2;
+    let h = tenure_election::config::Config::default_heartbeat_interval(tm.t, tm.p);
+    // A heartbeat is due once H − p/2 has passed since the last (rounds start every p).
+    let hb_max = (window.as_nanos() / (h - tm.p / 2).as_nanos()) as usize + 1;
     let get = |node: &str, kind: &str| {
         counts
             .get(node)
@@ -167,7 +151,7 @@ fn s3_request_economy_per_poll() {
             .unwrap_or(0)
     };
     let report = format!(
-        "{counts:#?} over {window:?} ({rounds} periods of p; failed storage calls {:?})",
+        "{counts:#?} over {window:?} ({rounds} periods of p, H = {h:?}; failed storage calls {:?})",
         three.iter().zip(&errors).collect::<Vec<_>>()
     );
     eprintln!("requests per node over {window:?}: {counts:?}; failed storage calls {errors:?}");
@@ -185,49 +169,24 @@ fn s3_request_economy_per_poll() {
                 "{n} sent {count} × {kind} in steady state: {report}"
             );
         }
-        // One heartbeat per round: the node's own rounds.
-        let own_rounds = get(n, "heartbeat PUT");
+        // One lease step per round: the node's own rounds.
+        let own_rounds = get(n, "lease GET") + get(n, "lease PUT");
         assert!(
-            own_rounds >= polls,
-            "{n}: only {own_rounds} heartbeats (rounds) in {window:?}: {report}"
+            own_rounds <= rounds + e && own_rounds * 2 >= polls as usize,
+            "{n}: {own_rounds} lease requests (rounds) in {window:?}: {report}"
         );
-        assert!(
-            own_rounds <= rounds,
-            "{n}: {own_rounds} heartbeats, more than one per period p: {report}"
-        );
-        // A round's lease step and heartbeat may fall on either side of the window's edges.
-        let near_rounds = |count: usize| count + 1 + e >= own_rounds && count <= own_rounds + 1 + e;
-        let lists = get(n, "nodes LIST");
-        assert!(
-            lists <= scans_max && lists <= own_rounds / scan_every + 2 + e,
-            "{n}: {lists} listings in {own_rounds} rounds, at most one per {scan_every} rounds: {report}"
-        );
-        assert!(
-            lists + 1 + e >= own_rounds / scan_every,
-            "{n}: {lists} listings in {own_rounds} rounds, expected one per {scan_every} rounds: {report}"
-        );
-        // A scan's listing may fall just before the recording started.
-        assert!(
-            get(n, "node GET") <= 3 * (lists + 1),
-            "{n}: more record reads than 3 per listing: {report}"
-        );
-        // The store's identity (cluster.json) is checked once per scan, no more.
-        let cluster_reads = get(n, "cluster GET");
-        assert!(
-            cluster_reads <= lists + 1 + e && cluster_reads + 1 + e >= lists,
-            "{n}: {cluster_reads} reads of cluster.json for {lists} scans: {report}"
-        );
+        let heartbeats = get(n, "heartbeat PUT");
         if n == master {
+            // Its state stands still, so does its record: the lease carries its liveness.
+            assert!(
+                heartbeats <= e,
+                "master {n} wrote {heartbeats} heartbeats while its state stood still: {report}"
+            );
             // The master knows its lease: it reads it only to settle a renewal that failed.
             assert!(
                 get(n, "lease GET") <= e,
                 "the master read the lease {} times with {e} failed storage calls: {report}",
                 get(n, "lease GET")
-            );
-            let renewals = get(n, "lease PUT");
-            assert!(
-                renewals <= rounds && near_rounds(renewals + get(n, "lease GET")),
-                "master {n}: {renewals} renewals in {own_rounds} rounds: {report}"
             );
         } else {
             assert_eq!(
@@ -235,12 +194,43 @@ fn s3_request_economy_per_poll() {
                 0,
                 "standby {n} wrote the lease: {report}"
             );
-            let reads = get(n, "lease GET");
+            // Every H, not every round: at most one per H − p/2, and at least one per H + p
+            // of its own rounds.
+            let per = (h + tm.p).as_nanos() as usize;
+            let least = own_rounds * tm.p.as_nanos() as usize / per;
             assert!(
-                reads <= rounds && near_rounds(reads),
-                "standby {n}: {reads} lease reads in {own_rounds} rounds: {report}"
+                heartbeats <= hb_max && heartbeats + 1 + e >= least,
+                "standby {n}: {heartbeats} heartbeats in {own_rounds} rounds, expected one per H = {h:?}: {report}"
             );
         }
+        // Listings every 2T (a window shorter than that holds one at most, and a nudge's).
+        let lists = get(n, "nodes LIST");
+        let lists_max = (window.as_nanos() / (2 * tm.t).as_nanos()) as usize + 1;
+        assert!(
+            lists <= lists_max + e,
+            "{n}: {lists} listings of nodes/ in {window:?}, at most one per 2T: {report}"
+        );
+        // The others' records re-read every H: two others at most (the master's not by the
+        // standbys), plus what the listings read.
+        let rereads_max = 2 * (hb_max + 1) + 3 * (lists + 1);
+        assert!(
+            get(n, "node GET") <= rereads_max,
+            "{n}: {} record reads, more than {rereads_max}: {report}",
+            get(n, "node GET")
+        );
+        assert!(
+            get(n, "node GET") + 1 + e
+                >= own_rounds * tm.p.as_nanos() as usize / (h + tm.p).as_nanos() as usize,
+            "{n}: {} record reads in {own_rounds} rounds, expected the others' every H: {report}",
+            get(n, "node GET")
+        );
+        // The store's identity (cluster.json) every T.
+        let cluster_reads = get(n, "cluster GET");
+        let cluster_max = (window.as_nanos() / (tm.t - tm.p / 2).as_nanos()) as usize + 1;
+        assert!(
+            cluster_reads <= cluster_max + e,
+            "{n}: {cluster_reads} reads of cluster.json in {window:?}, more than one per T: {report}"
+        );
     }
     // Heartbeats are each node's own: one key per node.
     let hb_keys: std::collections::BTreeSet<_> = recorded

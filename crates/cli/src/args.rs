@@ -204,6 +204,11 @@ pub struct RunArgs {
     #[arg(long, env = "TENURE_RENEW_INTERVAL", value_parser = parse_duration)]
     pub renew_interval: Option<Duration>,
 
+    /// H: how often a standby rewrites its heartbeat record [default: T/3, at least p]. A
+    /// master's heartbeat rides in its lease renewals. Between p and T/3.
+    #[arg(long, env = "TENURE_HEARTBEAT_INTERVAL", value_parser = parse_duration)]
+    pub heartbeat_interval: Option<Duration>,
+
     /// G: the longest a demote hook may run [default: T/6].
     #[arg(long, env = "TENURE_DEMOTE_GRACE", value_parser = parse_duration)]
     pub demote_grace: Option<Duration>,

@@ -112,6 +112,9 @@ pub fn main(a: RunArgs) -> u8 {
             .unwrap_or_else(|| Config::default_renew_deadline(t)),
         // Set below, from the D and storage timeout in force.
         renew_interval: p,
+        heartbeat_interval: a
+            .heartbeat_interval
+            .unwrap_or_else(|| Config::default_heartbeat_interval(t, p)),
         demote_grace: a
             .demote_grace
             .unwrap_or_else(|| Config::default_demote_grace(t)),

@@ -27,6 +27,9 @@ pub struct Config {
     /// R: how often a master renews (rounds in between only read the lease). At least p, and
     /// D ≥ 2R + storage timeout, so that one slow renewal never demotes a healthy master.
     pub renew_interval: Duration,
+    /// H: how often a node that is not master rewrites its record (a master's heartbeat rides
+    /// in its lease). Between p and T/3, so a live node's record moves at least three times a T.
+    pub heartbeat_interval: Duration,
     /// G: the longest a demote hook may run.
     pub demote_grace: Duration,
     /// Deadline of one storage call.
@@ -70,6 +73,7 @@ impl Config {
                 p,
                 Config::default_storage_timeout(p),
             ),
+            heartbeat_interval: Config::default_heartbeat_interval(t, p),
             demote_grace: Config::default_demote_grace(t),
             storage_timeout: Config::default_storage_timeout(p),
             clock_drift_ppm: 10_000,
@@ -92,6 +96,11 @@ impl Config {
     /// below p, and short enough for the liveness rule D ≥ 2R + storage timeout.
     pub fn default_renew_interval(d: Duration, p: Duration, storage: Duration) -> Duration {
         (d / 4).min(d.saturating_sub(storage) / 2).max(p)
+    }
+    /// Default heartbeat interval: T/3 (a record silent for three of them is silent for T),
+    /// never below p.
+    pub fn default_heartbeat_interval(t: Duration, p: Duration) -> Duration {
+        (t / 3).max(p)
     }
     /// Default storage call deadline: a poll period, at least 100 ms, at most 5 s.
     pub fn default_storage_timeout(p: Duration) -> Duration {
@@ -131,6 +140,10 @@ impl Config {
         }
         if d < 2 * r + st {
             return Err(TimingsError::RenewTooShort { d, r, st });
+        }
+        let h = self.heartbeat_interval;
+        if h < p || h * 3 > t {
+            return Err(TimingsError::HeartbeatInterval { h, p, t });
         }
         Ok(())
     }
@@ -180,6 +193,17 @@ pub enum TimingsError {
         fmt(*p)
     )]
     RenewIntervalBelowPoll { r: Duration, p: Duration },
+    #[error(
+        "heartbeat interval {} must be between the poll period {} and T/3 = {} (a record silent for three of them is stale at T); change --heartbeat-interval",
+        fmt(*h),
+        fmt(*p),
+        fmt(*t / 3)
+    )]
+    HeartbeatInterval {
+        h: Duration,
+        p: Duration,
+        t: Duration,
+    },
 }
 
 fn fmt(d: Duration) -> String {
@@ -264,6 +288,18 @@ mod tests {
         c.renew_interval = Duration::from_millis(600);
         let e = c.validate_timings().unwrap_err().to_string();
         assert!(e.contains("at least 2 × renew interval 600ms"), "{e}");
+        c.renew_interval = Duration::from_millis(200);
+        c.heartbeat_interval = Duration::from_millis(100);
+        let e = c.validate_timings().unwrap_err().to_string();
+        assert!(
+            e.contains("heartbeat interval 100ms must be between"),
+            "{e}"
+        );
+        c.heartbeat_interval = Duration::from_millis(700);
+        let e = c.validate_timings().unwrap_err().to_string();
+        assert!(e.contains("T/3 = 666ms"), "{e}");
+        c.heartbeat_interval = Duration::from_millis(666);
+        assert_eq!(c.validate_timings(), Ok(()));
     }
 
     #[test]

@@ -340,20 +340,26 @@ pub fn execute(store: &dyn Store, op: Op) -> OpResult {
         }
         Op::ScanNodes => {
             let keys = store.list(crate::records::NODES_PREFIX)?;
-            let reads = store.read_many(&keys);
-            let mut out = Vec::with_capacity(keys.len());
-            for (k, r) in keys.into_iter().zip(reads) {
-                let r = match r {
-                    Ok(r) => r,
-                    // One unreadable file must not hide the others.
-                    Err(StoreError::InvalidKey(_)) => continue,
-                    Err(e) => return Err(e),
-                };
-                if !matches!(r, ReadResult::Absent) {
-                    out.push((k, r));
-                }
-            }
-            OpOutput::Scanned(out)
+            read_nodes(store, keys)?
         }
+        Op::ReadMany(keys) => read_nodes(store, keys)?,
     })
+}
+
+/// Read node records concurrently (where the store can); absent ones are left out.
+fn read_nodes(store: &dyn Store, keys: Vec<String>) -> Result<OpOutput, StoreError> {
+    let reads = store.read_many(&keys);
+    let mut out = Vec::with_capacity(keys.len());
+    for (k, r) in keys.into_iter().zip(reads) {
+        let r = match r {
+            Ok(r) => r,
+            // One unreadable file must not hide the others.
+            Err(StoreError::InvalidKey(_)) => continue,
+            Err(e) => return Err(e),
+        };
+        if !matches!(r, ReadResult::Absent) {
+            out.push((k, r));
+        }
+    }
+    Ok(OpOutput::Scanned(out))
 }

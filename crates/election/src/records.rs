@@ -174,6 +174,11 @@ pub struct HeartbeatRecord {
     /// heartbeats past its last renewal (see the corroboration's live-master evidence).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub renew_interval_ms: Option<u64>,
+    /// How often the writer refreshes this record (issue 18): T/3 for a node that is not
+    /// master; a master's record changes only with its state (its heartbeat rides in the
+    /// lease), and carries R here. Absent in older records: every poll.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heartbeat_interval_ms: Option<u64>,
 }
 
 /// Why [`parse`] refused a record.

@@ -43,6 +43,7 @@ fn old_record(seq: u64) -> Vec<u8> {
         max_epoch: None,
         heartbeat_timeout_ms: Some(1_000),
         renew_interval_ms: None,
+        heartbeat_interval_ms: None,
     })
 }
 

@@ -64,9 +64,10 @@ fn a_node_killed_before_a_handover_does_not_delay_it() {
 
 #[test]
 fn a_live_better_standby_still_ranks_first_whenever_the_master_hands_over() {
-    // Hand over at 40 offsets across one scan interval (records are scanned every 7 polls at
-    // these settings): the live b, ranked above c, must win every time, and promptly.
-    for offset_ms in (0..7_000).step_by(175) {
+    // Hand over at 40 offsets across one re-read interval (records are re-read every H = T/3,
+    // 10 polls, at these settings): the live b, ranked above c, must win every time, and
+    // promptly.
+    for offset_ms in (0..10_000).step_by(250) {
         let mut c = a_master_then_b_and_c(Duration::from_millis(10_000 + offset_ms));
         shut_down(&mut c, "a");
         let handover = c.run_until(T, STEP, |c| c.master().is_some() && !alive(c, "a"));

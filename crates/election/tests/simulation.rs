@@ -89,6 +89,22 @@ impl SimStore {
                     .cloned()
                     .collect(),
             ),
+            Op::ReadMany(keys) => OpOutput::Scanned(
+                keys.iter()
+                    .filter_map(|k| {
+                        self.map.get(k).map(|(b, n)| {
+                            (
+                                k.clone(),
+                                ReadResult::Present(Record {
+                                    bytes: b.clone(),
+                                    version: version(*n),
+                                    modified: None,
+                                }),
+                            )
+                        })
+                    })
+                    .collect(),
+            ),
             Op::ScanNodes => OpOutput::Scanned(
                 self.map
                     .iter()
@@ -309,6 +325,12 @@ impl Sim {
             renew_interval: {
                 let most =
                     Config::default_renew_interval(self.renew, self.poll, self.storage_timeout);
+                let p = self.poll.as_nanos() as u64;
+                Duration::from_nanos(rng.random_range(p..=(most.as_nanos() as u64).max(p)))
+            },
+            // Anywhere from every round to the default T/3: records move at most that often.
+            heartbeat_interval: {
+                let most = Config::default_heartbeat_interval(self.heartbeat_timeout, self.poll);
                 let p = self.poll.as_nanos() as u64;
                 Duration::from_nanos(rng.random_range(p..=(most.as_nanos() as u64).max(p)))
             },

@@ -23,12 +23,13 @@ fn dur(s: &str) -> Duration {
     }
 }
 
-const KINDS: [&str; 5] = [
+const KINDS: [&str; 6] = [
     "lease GET",
     "lease PUT",
     "heartbeat PUT",
     "nodes LIST",
     "node GET",
+    "cluster GET",
 ];
 
 /// PUT-class requests (PUT, COPY, POST, LIST) are billed at the higher rate.
@@ -90,9 +91,9 @@ fn main() {
     }
     eprintln!("window {window:?} = {polls_seen:.1} polls; raw counts per node: {counts:?}");
     println!(
-        "| role | lease GET | lease PUT | heartbeat PUT | nodes LIST | node GET | requests / poll | requests / hour | USD / month |"
+        "| role | lease GET | lease PUT | heartbeat PUT | nodes LIST | node GET | cluster GET | requests / poll | requests / hour | USD / month |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     let mut cluster_hour = 0.0;
     let mut cluster_month = 0.0;
     for role in ["master", "standby"] {
@@ -118,6 +119,6 @@ fn main() {
         );
     }
     println!(
-        "| **3 nodes** (1 master, 2 standbys) | | | | | | | {cluster_hour:.0} | **{cluster_month:.2}** |"
+        "| **3 nodes** (1 master, 2 standbys) | | | | | | | | {cluster_hour:.0} | **{cluster_month:.2}** |"
     );
 }

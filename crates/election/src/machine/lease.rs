@@ -242,6 +242,22 @@ impl Machine {
             // A new version ends a wait for the old one to stand still.
             self.stop_waiting();
         }
+        // The master's heartbeat rides in its lease: a renewal is news of its holder, whose own
+        // record changes only with its state (§3.7).
+        if let Some(l) = lease.as_ref().filter(|l| !l.released)
+            && let Some(tr) = self.nodes.get_mut(&l.holder)
+            && tr.record.instance_id == l.instance_id
+        {
+            tr.last_change = now.mono;
+        }
+        // An absent or unusable lease: is this still our cluster's store (a wipe, a restored
+        // or foreign copy)? Ask at once rather than at the next periodic check.
+        if lease.is_none()
+            && self.phase == Phase::Running
+            && !self.tasks.iter().any(|t| matches!(t, Task::CheckCluster))
+        {
+            self.tasks.push_back(Task::CheckCluster);
+        }
         if let Some(reason) = &unusable {
             if forged {
                 self.alert(format!("the lease in the store is forged or replayed ({reason}); nobody obeys it, and it is replaced after T like any dead lease"));
@@ -361,6 +377,12 @@ impl Machine {
     ) {
         match result {
             Ok(OpOutput::Written(version)) => {
+                // Our renewal is our heartbeat (§3.7): our own row stays fresh.
+                if let Some(tr) = self.nodes.get_mut(&self.cfg.name)
+                    && tr.record.instance_id == self.cfg.instance_id
+                {
+                    tr.last_change = now.mono;
+                }
                 self.holding.set_own(OwnLease {
                     version: version.clone(),
                     record: record.clone(),
@@ -538,7 +560,8 @@ impl Machine {
         }
         if t.check_records {
             let epoch = t.epoch;
-            if self.last_scan.is_none_or(|s| s < t.from) {
+            // A listing since `from`: a node that appeared meanwhile counts too.
+            if self.last_list.is_none_or(|s| s < t.from) {
                 // Once: if that scan fails, a round's own scan serves later.
                 if !t.awaiting_scan {
                     t.awaiting_scan = true;

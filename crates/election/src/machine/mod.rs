@@ -88,6 +88,9 @@ pub enum Op {
     List(String),
     /// List `nodes/` and read every record, as one call.
     ScanNodes,
+    /// Read these records as one call (concurrently where the store can); the output is
+    /// `Scanned`, without the absent ones.
+    ReadMany(Vec<String>),
     Delete(String),
 }
 
@@ -101,6 +104,7 @@ impl Op {
             Op::Put(k, _) => format!("put {k}"),
             Op::List(p) => format!("list {p}"),
             Op::ScanNodes => "scan nodes/".into(),
+            Op::ReadMany(keys) => format!("read {}", keys.join(", ")),
             Op::Delete(k) => format!("delete {k}"),
         }
     }
@@ -217,6 +221,17 @@ pub struct Machine {
     nodes: BTreeMap<String, Tracked>,
     bad: BTreeMap<String, String>,
     last_scan: Option<Nanos>,
+    /// When the last full scan (a listing of `nodes/` and every record) returned; the scans
+    /// between only re-read the records already known (see `Task::ReadKnown`).
+    last_list: Option<Nanos>,
+    /// When cluster.json was last re-read (see `start_round`).
+    last_cluster_check: Option<Nanos>,
+    /// The heartbeat record last written (and when it was sent): a standby writes again
+    /// every H or on a change, a master on a change only (its lease carries its liveness).
+    hb_written: Option<(Nanos, HeartbeatRecord)>,
+    /// This node's first full scan while running nudged the nodes it found, so that they list
+    /// `nodes/` at once and know it (their own listings run only every 2T).
+    greeted: bool,
     scan_next_round: bool,
     rounds_since_scan: u32,
     tasks: VecDeque<Task>,
@@ -313,6 +328,10 @@ impl Machine {
             nodes: BTreeMap::new(),
             bad: BTreeMap::new(),
             last_scan: None,
+            last_list: None,
+            last_cluster_check: None,
+            hb_written: None,
+            greeted: false,
             scan_next_round: true,
             rounds_since_scan: 0,
             tasks: VecDeque::new(),

@@ -64,20 +64,28 @@ impl Machine {
         rank_of(&me, self.mode == Mode::Master, &others)
     }
 
-    /// Whether a node still counts as a live candidate. Every node writes its record each of
-    /// its polls, so a record a scan found unchanged for three of the writer's poll periods
-    /// (at most T/2) belongs to a node that is dead or cut off, though T has not passed yet.
+    /// Whether a node still counts as a live candidate. Every node that is not master writes
+    /// its record every heartbeat interval H (T/3 by default; every poll before issue 18), so
+    /// a record the scans found unchanged for three of the writer's intervals (at most T)
+    /// belongs to a node that is dead or cut off, though T may not have passed yet.
     /// Without this, a node killed up to T ago (and seen late: scans run every few polls) kept
     /// its rank and made the next-best standby wait one rank delay at a handover. Ranks order
     /// candidates only; they never affect safety.
     pub(super) fn heard_lately(&self, tr: &Tracked, now: Nanos) -> bool {
         let t = self.cfg.heartbeat_timeout;
-        let writer_poll = tr.record.poll_period_ms.map(Duration::from_millis);
-        let silence = rank_silence(writer_poll, self.cfg.poll_period, t);
+        let writer = tr
+            .record
+            .heartbeat_interval_ms
+            .or(tr.record.poll_period_ms)
+            .map(Duration::from_millis);
+        // Our scans re-read it every H of ours.
+        let silence = rank_silence(writer, self.cfg.heartbeat_interval, t);
         now < tr.last_change + t && self.last_scan.is_none_or(|s| s < tr.last_change + silence)
     }
 
-    pub(super) fn on_scan(&mut self, now: Now, result: OpResult) {
+    /// A full scan (`asked` is `None`) or a re-read of the `asked` known records.
+    pub(super) fn on_scan(&mut self, now: Now, asked: Option<Vec<String>>, result: OpResult) {
+        let full = asked.is_none();
         let entries = match result {
             Ok(OpOutput::Scanned(e)) => e,
             Ok(other) => {
@@ -87,7 +95,7 @@ impl Machine {
                 );
             }
             Err(e) => {
-                if matches!(self.corroboration, Corroboration::Pending(_)) {
+                if full && matches!(self.corroboration, Corroboration::Pending(_)) {
                     self.corroboration = Corroboration::None;
                     // No take on what could not be corroborated: the next round tries again.
                     self.tasks.retain(|t| !matches!(t, Task::Take { .. }));
@@ -96,6 +104,9 @@ impl Machine {
             }
         };
         self.last_scan = Some(now.mono);
+        if full {
+            self.last_list = Some(now.mono);
+        }
         self.rounds_since_scan = 0;
         let mut seen = std::collections::BTreeSet::new();
         let cluster_id = self.cluster_id().to_string();
@@ -173,6 +184,12 @@ impl Machine {
                 );
                 continue;
             }
+            if name == self.cfg.name && self.nodes.get(&name).is_some_and(|t| t.version != version)
+            {
+                // Not what we last wrote (a store that lost or rolled back our write): a master
+                // rewrites its record only on a change, so write it again now.
+                self.hb_written = None;
+            }
             match self.nodes.get_mut(&name) {
                 Some(t) if t.version == version => {}
                 Some(t) => {
@@ -194,7 +211,13 @@ impl Machine {
                 }
             }
         }
-        self.nodes.retain(|n, _| seen.contains(n));
+        match &asked {
+            None => self.nodes.retain(|n, _| seen.contains(n)),
+            // A known record now absent: removed (`tenure clear`, or the node's record wiped).
+            Some(keys) => self.nodes.retain(|n, _| {
+                seen.contains(n) || !keys.iter().any(|k| *k == records::node_key(n))
+            }),
+        }
         // A planned switchover: a live, eligible node asks for our epoch. (A lone `--mode
         // disabled` node never hands over.)
         if let Some(term) = self.holding.term()
@@ -239,7 +262,23 @@ impl Machine {
                     .collect(),
             );
         }
-        self.finish_corroboration(now);
+        if full && !self.greeted && self.phase == Phase::Running {
+            // Make ourselves known now: a master that does not know us would not nudge us at
+            // its release, and ranks would leave us out until the next listing.
+            self.greeted = true;
+            let uris: Vec<String> = self
+                .nodes
+                .values()
+                .filter(|tr| tr.record.name != self.cfg.name && self.heard_lately(tr, now.mono))
+                .map(|tr| tr.record.uri.clone())
+                .collect();
+            if !uris.is_empty() {
+                self.events.push_back(Event::Nudge(uris));
+            }
+        }
+        if full {
+            self.finish_corroboration(now);
+        }
     }
 
     pub(super) fn note_bad(&mut self, key: &str, reason: String) {

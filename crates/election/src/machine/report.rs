@@ -93,6 +93,16 @@ impl Machine {
                 })
             }),
         };
+        // The lease holder's heartbeat rides in its lease: its row shows the latest renewal.
+        let holder = match &self.holding {
+            Holding::Term(own, _) => Some(&own.record),
+            _ => self
+                .obs
+                .as_ref()
+                .and_then(|o| o.lease())
+                .filter(|l| !l.released),
+        }
+        .map(|l| (l.instance_id.clone(), l.written_at_ms));
         let nodes = self
             .nodes
             .values()
@@ -104,7 +114,12 @@ impl Machine {
                 mode: tr.record.mode,
                 priority: tr.record.priority,
                 app_version: tr.record.app_version.clone(),
-                local_timestamp_ms: tr.record.local_timestamp_ms,
+                local_timestamp_ms: match &holder {
+                    Some((i, at)) if *i == tr.record.instance_id => {
+                        tr.record.local_timestamp_ms.max(*at)
+                    }
+                    _ => tr.record.local_timestamp_ms,
+                },
                 remote_timestamp: tr.modified,
                 last_change: tr.last_change,
                 stale_at: tr.last_change + t,

@@ -35,7 +35,8 @@ pub(super) enum Purpose {
         record: LeaseRecord,
     },
     Heartbeat,
-    Scan,
+    /// The listing of `nodes/` with every record (`None`), or these known records only.
+    Scan(Option<Vec<String>>),
     ClearList,
     Delete(String),
 }
@@ -44,7 +45,11 @@ pub(super) enum Purpose {
 pub(super) enum Task {
     LeaseStep,
     Heartbeat,
+    /// The full scan: list `nodes/` and read every record.
     Scan,
+    /// Re-read the records of the nodes already known (but our own and the lease holder's,
+    /// whose liveness the lease shows): the scans between two listings.
+    ReadKnown,
     ListEpochs,
     CheckCluster,
     /// The first term of a store made by `tenure init`: clear `fresh` in cluster.json by a
@@ -157,21 +162,62 @@ impl Machine {
         self.round_active = true;
         self.round_started = now.mono;
         self.tasks.push_back(Task::LeaseStep);
-        self.tasks.push_back(Task::Heartbeat);
+        if self.heartbeat_due(now) {
+            self.tasks.push_back(Task::Heartbeat);
+        }
         self.rounds_since_scan += 1;
-        if self.scan_next_round || self.rounds_since_scan >= self.scan_every() {
+        let listing_due = self
+            .last_list
+            .is_none_or(|l| now.mono + self.cfg.poll_period / 2 >= l + self.list_interval());
+        if self.scan_next_round || listing_due {
             self.scan_next_round = false;
             self.tasks.push_back(Task::Scan);
-            // As often as the scan: is the store still this cluster's, with the same T and ρ?
+        } else if self.rounds_since_scan >= self.scan_every() {
+            self.tasks.push_back(Task::ReadKnown);
+        }
+        // Is the store still this cluster's, with the same T and ρ? Every T (§3.10 a); and
+        // before every take (the corroboration) and whenever the lease reads absent or
+        // unusable (a wiped or replaced store), which is what makes a wipe harmless.
+        if self
+            .last_cluster_check
+            .is_none_or(|c| now.mono + self.cfg.poll_period / 2 >= c + self.cfg.heartbeat_timeout)
+        {
             self.tasks.push_back(Task::CheckCluster);
         }
     }
 
-    /// Scan all node records often enough that `/ha/states` and election ranks are fresh
-    /// within T/4, but not every poll (n nodes reading n records every p is O(n²)).
+    /// Re-read the known records every H (they change every H at most, a master's not at all:
+    /// its lease shows it live), not every poll: n nodes reading n records every p is O(n²).
     pub(super) fn scan_every(&self) -> u32 {
         let p = self.cfg.poll_period.as_nanos().max(1);
-        ((self.cfg.heartbeat_timeout.as_nanos() / 4 / p) as u32).clamp(1, 10)
+        ((self.cfg.heartbeat_interval.as_nanos() + p / 2) / p).max(1) as u32
+    }
+
+    /// How often the full scan lists `nodes/` (new nodes appear in `/ha/states` and in ranks
+    /// within it): 2T. A listing costs as much as a write on S3; removed records are seen at
+    /// the next re-read.
+    pub(super) fn list_interval(&self) -> Duration {
+        self.cfg.heartbeat_timeout * 2
+    }
+
+    /// Whether this round writes the heartbeat: the first one, any change of what the record
+    /// says, and every H for a node that is not answering MASTER. A master's record stands
+    /// still while its renewals move the lease (its liveness rides in the lease, §3.7).
+    pub(super) fn heartbeat_due(&self, now: Now) -> bool {
+        let Some((sent, last)) = &self.hb_written else {
+            return true;
+        };
+        let next = self.heartbeat_fields(now, last.seq);
+        let same = HeartbeatRecord {
+            seq: last.seq,
+            local_timestamp_ms: last.local_timestamp_ms,
+            ..next
+        } == *last;
+        if !same {
+            return true;
+        }
+        last.status != NodeState::Master
+            && now.mono + self.cfg.poll_period / 2 >= *sent + self.cfg.heartbeat_interval
     }
 
     pub(super) fn issue(&mut self, now: Now, purpose: Purpose, op: Op) -> Op {
@@ -204,8 +250,13 @@ impl Machine {
                 None => self.issue(now, Purpose::ReadCluster, Op::Read(CLUSTER_KEY.into())),
             },
             StartStep::Identity(_) => {
+                // With the lease: a live master's record stands still, its lease does not.
                 let key = records::node_key(&self.cfg.name);
-                self.issue(now, Purpose::ReadOwnRecord, Op::Read(key))
+                self.issue(
+                    now,
+                    Purpose::ReadOwnRecord,
+                    Op::ReadMany(vec![key, LEASE_KEY.into()]),
+                )
             }
             StartStep::Claim(version) => {
                 let key = records::node_key(&self.cfg.name);
@@ -300,12 +351,37 @@ impl Machine {
             }
             Task::Heartbeat => {
                 let rec = self.heartbeat_record(now);
+                self.hb_written = Some((now.mono, rec.clone()));
                 let key = records::node_key(&self.cfg.name);
                 let bytes = self.seal(&key, &rec);
                 Some(self.issue(now, Purpose::Heartbeat, Op::Put(key, bytes)))
             }
-            Task::Scan => Some(self.issue(now, Purpose::Scan, Op::ScanNodes)),
+            Task::Scan => Some(self.issue(now, Purpose::Scan(None), Op::ScanNodes)),
+            Task::ReadKnown => {
+                // The lease holder's record changes only with its state, which its lease and
+                // the listing show; our own is ours.
+                let holder = self
+                    .obs
+                    .as_ref()
+                    .and_then(|o| o.lease())
+                    .filter(|l| !l.released)
+                    .map(|l| l.instance_id.clone());
+                let keys: Vec<String> = self
+                    .nodes
+                    .iter()
+                    .filter(|(name, tr)| {
+                        **name != self.cfg.name && Some(&tr.record.instance_id) != holder.as_ref()
+                    })
+                    .map(|(name, _)| records::node_key(name))
+                    .collect();
+                if keys.is_empty() {
+                    self.rounds_since_scan = 0;
+                    return None;
+                }
+                Some(self.issue(now, Purpose::Scan(Some(keys.clone())), Op::ReadMany(keys)))
+            }
             Task::CheckCluster => {
+                self.last_cluster_check = Some(now.mono);
                 Some(self.issue(now, Purpose::CheckCluster, Op::Read(CLUSTER_KEY.into())))
             }
             Task::ClaimFresh => {
@@ -325,6 +401,10 @@ impl Machine {
                 Some(self.issue(now, Purpose::ListEpochs, Op::List(EPOCHS_PREFIX.into())))
             }
             Task::Take { reason } => {
+                if self.lost.is_some() {
+                    // cluster.json is gone or foreign: nothing is taken (§3.10 a).
+                    return None;
+                }
                 // Allocate on what the store shows now: after a pause the evidence is stale.
                 let version = self.obs.as_ref().and_then(|o| o.version().cloned());
                 if self.corroboration_for(&version, now.mono).is_none() {
@@ -436,13 +516,19 @@ impl Machine {
     /// This node's heartbeat record, with the next sequence number.
     pub(super) fn heartbeat_record(&mut self, now: Now) -> HeartbeatRecord {
         self.hb_seq += 1;
+        self.heartbeat_fields(now, self.hb_seq)
+    }
+
+    /// What this node's record says now, with this sequence number.
+    pub(super) fn heartbeat_fields(&self, now: Now, seq: u64) -> HeartbeatRecord {
+        let status = self.state_at(now.mono);
         HeartbeatRecord {
             format: FORMAT,
             cluster_id: self.cluster_id().to_string(),
             name: self.cfg.name.clone(),
             instance_id: self.cfg.instance_id.clone(),
-            seq: self.hb_seq,
-            status: self.state_at(now.mono),
+            seq,
+            status,
             mode: self.mode,
             priority: self.priority,
             app_version: self.cfg.app_version.clone(),
@@ -454,6 +540,14 @@ impl Machine {
             max_epoch: Some(self.highest_term_known()).filter(|&e| e > 0),
             heartbeat_timeout_ms: Some(self.cfg.heartbeat_timeout.as_millis() as u64),
             renew_interval_ms: Some(self.cfg.renew_interval.as_millis() as u64),
+            heartbeat_interval_ms: Some(
+                if status == NodeState::Master {
+                    self.cfg.renew_interval
+                } else {
+                    self.cfg.heartbeat_interval
+                }
+                .as_millis() as u64,
+            ),
         }
     }
 
@@ -512,14 +606,32 @@ impl Machine {
                 self.on_write_lease(now, started, kind, record, result)
             }
             Purpose::Heartbeat => match result {
-                Ok(_) => {
+                Ok(out) => {
+                    // Our own row in /ha/states is what we wrote: the scans between listings
+                    // do not re-read it.
+                    if let (OpOutput::Written(version), Some((_, rec))) = (out, &self.hb_written) {
+                        let modified = self.nodes.get(&self.cfg.name).and_then(|t| t.modified);
+                        self.nodes.insert(
+                            self.cfg.name.clone(),
+                            Tracked {
+                                version,
+                                record: rec.clone(),
+                                last_change: now.mono,
+                                modified,
+                            },
+                        );
+                    }
                     if let Some(uri) = self.nudge_after_heartbeat.take() {
                         self.events.push_back(Event::Nudge(vec![uri]));
                     }
                 }
-                Err(e) => self.storage_failed("heartbeat write", &e),
+                Err(e) => {
+                    // Write it again next round.
+                    self.hb_written = None;
+                    self.storage_failed("heartbeat write", &e)
+                }
             },
-            Purpose::Scan => self.on_scan(now, result),
+            Purpose::Scan(asked) => self.on_scan(now, asked, result),
             Purpose::ClearList => self.on_clear_list(now, result),
             Purpose::Delete(name) => match result {
                 Ok(_) => {

@@ -107,16 +107,13 @@ pub(super) fn cautious_wait(longest_poll: Duration, storage: Duration, drift_ppm
 }
 
 /// How long a node's record may stand still before it no longer counts as a live candidate
-/// for rank: three of its writer's poll periods (never less than ours), at most T/2. Ranks
-/// order candidates only; they never affect safety.
-pub(super) fn rank_silence(
-    writer_poll: Option<Duration>,
-    own_poll: Duration,
-    t: Duration,
-) -> Duration {
-    match writer_poll {
-        Some(p) => (p.max(own_poll) * 3).min(t / 2),
-        None => t / 2,
+/// for rank: three of its writer's heartbeat intervals (never less than three of our re-read
+/// intervals: a change is seen up to one of each late), at most T. Ranks order candidates
+/// only; they never affect safety.
+pub(super) fn rank_silence(writer: Option<Duration>, own: Duration, t: Duration) -> Duration {
+    match writer {
+        Some(h) => (h.max(own) * 3).min(t),
+        None => t,
     }
 }
 
@@ -304,19 +301,21 @@ mod tests {
     }
 
     #[test]
-    fn rank_silence_is_three_writer_polls_at_most_half_t() {
+    fn rank_silence_is_three_writer_intervals_at_most_t() {
         let s = Duration::from_secs;
-        // (writer's p, own p, T, silence)
+        // (writer's H, own H, T, silence)
         let table = [
             (Some(s(1)), s(1), s(30), s(3)),
-            // A slower writer gets its own three periods ...
+            // A slower writer gets its own three intervals ...
             (Some(s(4)), s(1), s(30), s(12)),
             // ... a faster one never less than three of ours ...
             (Some(100 * MS), s(1), s(30), s(3)),
-            // ... and nobody more than T/2.
-            (Some(s(10)), s(1), s(30), s(15)),
-            // An old record without its p: T/2.
-            (None, s(1), s(30), s(15)),
+            // ... the defaults (H = T/3) T ...
+            (Some(s(10)), s(10), s(30), s(30)),
+            // ... and nobody more than T.
+            (Some(s(15)), s(1), s(30), s(30)),
+            // An old record without its interval: T.
+            (None, s(1), s(30), s(30)),
         ];
         for (writer, own, t, want) in table {
             assert_eq!(

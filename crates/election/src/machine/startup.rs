@@ -8,9 +8,11 @@ use super::*;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(super) enum StartStep {
     Cluster,
-    /// Watching a foreign instance's record under our name: (version, first seen, and that
-    /// record's instance and the highest seq seen of it, when it could be read).
-    Identity(Option<(Version, Nanos, Option<InstanceSeq>)>),
+    /// Watching a foreign instance's record under our name: (version, first seen, that
+    /// record's instance and the highest seq seen of it when it could be read, and the
+    /// version of the lease when that instance holds it: a master's record stands still
+    /// while its renewals move the lease).
+    Identity(Option<(Version, Nanos, Option<InstanceSeq>, Option<Version>)>),
     /// Writing our own record conditionally: created if absent, or replaced on this version.
     /// Of two processes started with one name at the same instant, exactly one succeeds.
     Claim(Option<Version>),
@@ -48,6 +50,23 @@ impl Machine {
         let watching = match &self.phase {
             Phase::Starting(StartStep::Identity(w)) => w.clone(),
             _ => None,
+        };
+        // The record and the lease, read together (see `StartStep::Identity`).
+        let (result, lease_read) = match result {
+            Ok(OpOutput::Scanned(entries)) => {
+                let key = records::node_key(&self.cfg.name);
+                let mut own = ReadResult::Absent;
+                let mut lease = None;
+                for (k, rr) in entries {
+                    if k == key {
+                        own = rr;
+                    } else if k == LEASE_KEY {
+                        lease = Some(rr);
+                    }
+                }
+                (Ok(OpOutput::Read(own)), lease)
+            }
+            other => (other, None),
         };
         let (version, desc, seen) = match result {
             Ok(OpOutput::Read(ReadResult::Absent)) => return self.claim_name(now, None),
@@ -100,7 +119,27 @@ impl Machine {
             Ok(_) => return self.identity_ok(now),
             Err(e) => return self.startup_retry(now, "reading this node's record", &e),
         };
+        let held = match (&lease_read, &seen) {
+            (Some(ReadResult::Present(r)), Some((instance, _))) => {
+                records::open::<LeaseRecord>(self.keys(), LEASE_KEY, &r.bytes)
+                    .ok()
+                    .filter(|l| {
+                        !l.released && l.holder == self.cfg.name && l.instance_id == *instance
+                    })
+                    .map(|_| r.version.clone())
+            }
+            _ => None,
+        };
         match watching {
+            Some((v, _, _, Some(was))) if v == version && held.as_ref().is_some_and(|h| *h != was) => {
+                self.exit(
+                    1,
+                    format!(
+                        "duplicate node name: a live master already runs as {} ({desc}, it renewed the lease while this one watched); stop it or choose another --node-name",
+                        self.cfg.name
+                    ),
+                )
+            }
             None => {
                 self.wait_for(
                     now,
@@ -111,8 +150,9 @@ impl Machine {
                     ),
                     now.mono + self.cfg.heartbeat_timeout,
                 );
-                self.phase =
-                    Phase::Starting(StartStep::Identity(Some((version, now.mono, seen))));
+                self.phase = Phase::Starting(StartStep::Identity(Some((
+                    version, now.mono, seen, held,
+                ))));
                 self.next_round_at = now.mono + self.cfg.poll_period;
             }
             // The same instance's record at a seq no higher than the highest seen: a live
@@ -120,7 +160,7 @@ impl Machine {
             // written back (a rollback, a restored snapshot; twice in a row, the second copy
             // may be newer than the first but is still old), not a duplicate. Watch the new
             // version for T again, remembering the highest seq seen.
-            Some((v, _, Some((was_instance, highest))))
+            Some((v, _, Some((was_instance, highest)), _))
                 if v != version
                     && seen
                         .as_ref()
@@ -137,16 +177,21 @@ impl Machine {
                     version,
                     now.mono,
                     Some((was_instance, highest)),
+                    held,
                 ))));
                 self.next_round_at = now.mono + self.cfg.poll_period;
             }
-            Some((v, since, seen_before)) if v == version => {
+            Some((v, since, seen_before, was_held)) if v == version => {
                 if now.mono >= since + self.cfg.heartbeat_timeout {
                     self.log(Level::Info, format!("the previous instance of {} stood still for T: taking the name over", self.cfg.name));
                     self.claim_name(now, Some(v));
                 } else {
-                    self.phase =
-                        Phase::Starting(StartStep::Identity(Some((v, since, seen_before))));
+                    self.phase = Phase::Starting(StartStep::Identity(Some((
+                        v,
+                        since,
+                        seen_before,
+                        was_held.or(held),
+                    ))));
                     self.next_round_at = now.mono + self.cfg.poll_period;
                 }
             }

@@ -327,6 +327,8 @@ impl Machine {
         self.corroboration_listed = false;
         self.tasks.push_front(Task::Scan);
         self.tasks.push_front(Task::ListEpochs);
+        // And the store is still this cluster's (a wiped one is not: §3.10 a).
+        self.tasks.push_front(Task::CheckCluster);
     }
 
     /// Called when a scan finished: a pending corroboration whose listing is in gets its
