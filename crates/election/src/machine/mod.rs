@@ -224,6 +224,9 @@ pub struct Machine {
     /// When the last full scan (a listing of `nodes/` and every record) returned; the scans
     /// between only re-read the records already known (see `Task::ReadKnown`).
     last_list: Option<Nanos>,
+    /// List `nodes/` at this time, before the next 2T: a known record read absent (cleared
+    /// by an operator, say) may be written again by its live node within its H.
+    list_soon: Option<Nanos>,
     /// When cluster.json was last re-read (see `start_round`).
     last_cluster_check: Option<Nanos>,
     /// The heartbeat record last written (and when it was sent): a standby writes again
@@ -329,6 +332,7 @@ impl Machine {
             bad: BTreeMap::new(),
             last_scan: None,
             last_list: None,
+            list_soon: None,
             last_cluster_check: None,
             hb_written: None,
             greeted: false,

@@ -106,6 +106,7 @@ impl Machine {
         self.last_scan = Some(now.mono);
         if full {
             self.last_list = Some(now.mono);
+            self.list_soon = None;
         }
         self.rounds_since_scan = 0;
         let mut seen = std::collections::BTreeSet::new();
@@ -214,9 +215,15 @@ impl Machine {
         match &asked {
             None => self.nodes.retain(|n, _| seen.contains(n)),
             // A known record now absent: removed (`tenure clear`, or the node's record wiped).
-            Some(keys) => self.nodes.retain(|n, _| {
-                seen.contains(n) || !keys.iter().any(|k| *k == records::node_key(n))
-            }),
+            Some(keys) => {
+                let before = self.nodes.len();
+                self.nodes.retain(|n, _| {
+                    seen.contains(n) || !keys.iter().any(|k| *k == records::node_key(n))
+                });
+                if self.nodes.len() < before {
+                    self.list_again_soon(now.mono);
+                }
+            }
         }
         // A planned switchover: a live, eligible node asks for our epoch. (A lone `--mode
         // disabled` node never hands over.)
@@ -278,6 +285,14 @@ impl Machine {
         }
         if full {
             self.finish_corroboration(now);
+        }
+    }
+
+    /// A known record is gone (cleared, or lost by the store): its node, if alive, writes it
+    /// again within its H (at most T/3), so list `nodes/` then, not up to 2T later.
+    pub(super) fn list_again_soon(&mut self, now: Nanos) {
+        if self.list_soon.is_none() {
+            self.list_soon = Some(now + self.cfg.heartbeat_timeout / 3 + self.cfg.poll_period);
         }
     }
 

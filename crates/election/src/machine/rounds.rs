@@ -168,7 +168,8 @@ impl Machine {
         self.rounds_since_scan += 1;
         let listing_due = self
             .last_list
-            .is_none_or(|l| now.mono + self.cfg.poll_period / 2 >= l + self.list_interval());
+            .is_none_or(|l| now.mono + self.cfg.poll_period / 2 >= l + self.list_interval())
+            || self.list_soon.is_some_and(|at| now.mono >= at);
         if self.scan_next_round || listing_due {
             self.scan_next_round = false;
             self.tasks.push_back(Task::Scan);
@@ -358,20 +359,25 @@ impl Machine {
             }
             Task::Scan => Some(self.issue(now, Purpose::Scan(None), Op::ScanNodes)),
             Task::ReadKnown => {
-                // The lease holder's record changes only with its state, which its lease and
-                // the listing show; our own is ours.
+                // The lease holder's record changes only with its state: once it shows the
+                // term of the lease, the lease tells the rest. Our own is ours.
                 let holder = self
                     .obs
                     .as_ref()
                     .and_then(|o| o.lease())
                     .filter(|l| !l.released)
-                    .map(|l| l.instance_id.clone());
+                    .map(|l| (l.instance_id.clone(), l.epoch));
+                let known_master = |tr: &Tracked| {
+                    holder.as_ref().is_some_and(|(i, e)| {
+                        tr.record.instance_id == *i
+                            && tr.record.status == NodeState::Master
+                            && tr.record.epoch == Some(*e)
+                    })
+                };
                 let keys: Vec<String> = self
                     .nodes
                     .iter()
-                    .filter(|(name, tr)| {
-                        **name != self.cfg.name && Some(&tr.record.instance_id) != holder.as_ref()
-                    })
+                    .filter(|(name, tr)| **name != self.cfg.name && !known_master(tr))
                     .map(|(name, _)| records::node_key(name))
                     .collect();
                 if keys.is_empty() {
@@ -636,6 +642,7 @@ impl Machine {
             Purpose::Delete(name) => match result {
                 Ok(_) => {
                     self.nodes.remove(&name);
+                    self.list_again_soon(now.mono);
                     self.bad.remove(&records::node_key(&name));
                     self.log(Level::Info, format!("cleared the record of node {name}"));
                 }

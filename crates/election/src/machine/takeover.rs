@@ -327,8 +327,11 @@ impl Machine {
         self.corroboration_listed = false;
         self.tasks.push_front(Task::Scan);
         self.tasks.push_front(Task::ListEpochs);
-        // And the store is still this cluster's (a wiped one is not: §3.10 a).
-        self.tasks.push_front(Task::CheckCluster);
+        // Before taking an absent or unusable lease: is the store still this cluster's (a
+        // wiped one is not, §3.10 a)? A present lease of ours says so already.
+        if self.obs.as_ref().is_none_or(|o| o.lease().is_none()) {
+            self.tasks.push_front(Task::CheckCluster);
+        }
     }
 
     /// Called when a scan finished: a pending corroboration whose listing is in gets its
