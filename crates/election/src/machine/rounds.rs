@@ -47,8 +47,9 @@ pub(super) enum Task {
     Heartbeat,
     /// The full scan: list `nodes/` and read every record.
     Scan,
-    /// Re-read the records of the nodes already known (but our own and the lease holder's,
-    /// whose liveness the lease shows): the scans between two listings.
+    /// Re-read the records of the nodes already known (but our own, and the lease holder's
+    /// once it shows the lease's term: the lease shows its liveness): the scans between two
+    /// listings.
     ReadKnown,
     ListEpochs,
     CheckCluster,
@@ -176,9 +177,9 @@ impl Machine {
         } else if self.rounds_since_scan >= self.scan_every() {
             self.tasks.push_back(Task::ReadKnown);
         }
-        // Is the store still this cluster's, with the same T and ρ? Every T (§3.10 a); and
-        // before every take (the corroboration) and whenever the lease reads absent or
-        // unusable (a wiped or replaced store), which is what makes a wipe harmless.
+        // Is the store still this cluster's, with the same T and ρ? Every T (§3.10 a); also
+        // whenever the lease reads absent or unusable (a wiped or replaced store) and before
+        // taking such a lease (the corroboration), which is what makes a wipe harmless.
         if self
             .last_cluster_check
             .is_none_or(|c| now.mono + self.cfg.poll_period / 2 >= c + self.cfg.heartbeat_timeout)
