@@ -562,12 +562,16 @@ impl Machine {
             let epoch = t.epoch;
             // A listing since `from`: a node that appeared meanwhile counts too.
             if self.last_list.is_none_or(|s| s < t.from) {
-                // Once: if that scan fails, a round's own scan serves later.
+                let queued = self.tasks.iter().any(|t| matches!(t, Task::Scan))
+                    || matches!(self.inflight, Some((Purpose::Scan(None), _)));
                 if !t.awaiting_scan {
                     t.awaiting_scan = true;
-                    if !self.tasks.iter().any(|t| matches!(t, Task::Scan)) {
+                    if !queued {
                         self.tasks.push_front(Task::Scan);
                     }
+                } else if !queued {
+                    // That scan failed: list again next round, not at the next 2T listing.
+                    self.scan_next_round = true;
                 }
                 return;
             }
