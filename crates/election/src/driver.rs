@@ -340,14 +340,14 @@ pub fn execute(store: &dyn Store, op: Op) -> OpResult {
         }
         Op::ScanNodes => {
             let keys = store.list(crate::records::NODES_PREFIX)?;
-            read_nodes(store, keys)?
+            read_all(store, keys)?
         }
-        Op::ReadMany(keys) => read_nodes(store, keys)?,
+        Op::ReadMany(keys) => read_all(store, keys)?,
     })
 }
 
-/// Read node records concurrently (where the store can); absent ones are left out.
-fn read_nodes(store: &dyn Store, keys: Vec<String>) -> Result<OpOutput, StoreError> {
+/// Read these records concurrently (where the store can); absent ones are left out.
+fn read_all(store: &dyn Store, keys: Vec<String>) -> Result<OpOutput, StoreError> {
     let reads = store.read_many(&keys);
     let mut out = Vec::with_capacity(keys.len());
     for (k, r) in keys.into_iter().zip(reads) {

@@ -52,15 +52,16 @@ impl SimStore {
 
     fn apply_op(&mut self, op: &Op) -> OpResult {
         let version = |n: u64| Version(format!("v{n}"));
+        // A stored (bytes, write counter) as a read returns it.
+        let present = |(b, n): &(Vec<u8>, u64)| {
+            ReadResult::Present(Record {
+                bytes: b.clone(),
+                version: version(*n),
+                modified: None,
+            })
+        };
         Ok(match op {
-            Op::Read(k) => OpOutput::Read(match self.map.get(k) {
-                None => ReadResult::Absent,
-                Some((b, n)) => ReadResult::Present(Record {
-                    bytes: b.clone(),
-                    version: version(*n),
-                    modified: None,
-                }),
-            }),
+            Op::Read(k) => OpOutput::Read(self.map.get(k).map_or(ReadResult::Absent, present)),
             Op::Create(k, b) => {
                 if self.map.contains_key(k) {
                     return Err(StoreError::Conflict(format!("{k} exists")));
@@ -91,34 +92,14 @@ impl SimStore {
             ),
             Op::ReadMany(keys) => OpOutput::Scanned(
                 keys.iter()
-                    .filter_map(|k| {
-                        self.map.get(k).map(|(b, n)| {
-                            (
-                                k.clone(),
-                                ReadResult::Present(Record {
-                                    bytes: b.clone(),
-                                    version: version(*n),
-                                    modified: None,
-                                }),
-                            )
-                        })
-                    })
+                    .filter_map(|k| self.map.get(k).map(|v| (k.clone(), present(v))))
                     .collect(),
             ),
             Op::ScanNodes => OpOutput::Scanned(
                 self.map
                     .iter()
                     .filter(|(k, _)| k.starts_with("nodes/"))
-                    .map(|(k, (b, n))| {
-                        (
-                            k.clone(),
-                            ReadResult::Present(Record {
-                                bytes: b.clone(),
-                                version: version(*n),
-                                modified: None,
-                            }),
-                        )
-                    })
+                    .map(|(k, v)| (k.clone(), present(v)))
                     .collect(),
             ),
             Op::Delete(k) => {
